@@ -1,0 +1,1 @@
+"""Image corruptions for clean/corrupted twins (installed as ``rac_losses.corruption``)."""
