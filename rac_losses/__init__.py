@@ -1,0 +1,34 @@
+"""rac-losses: Ranking-Aware Calibration (RAC) losses for group-based RL of vision-language models.
+
+Pure torch functions on rows (one row = one prompt, response and image variant):
+
+- :func:`sequence_confidence`, :func:`token_stats_from_logits`: a confidence per response;
+- :func:`ranking_group_loss`: within a prompt's group, better rollouts must be more confident;
+- :func:`pairwise_corruption_loss`: the same response must be less confident on a corrupted image;
+- :func:`ranking_partners`, :func:`corruption_partners`, :func:`partner_loss`: the micro-batch (row) form;
+- :class:`RACConfig`, :func:`rac_loss`: both losses with one config and a metrics dict.
+
+Calibration metrics live in :mod:`rac_losses.metrics`, reward-side forms in :mod:`rac_losses.rewards`.
+"""
+
+from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
+from rac_losses.objective import RACConfig, RACOutput, rac_loss
+from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
+from rac_losses.partners import Partners, partner_loss
+from rac_losses.ranking import ranking_group_loss, ranking_partners
+
+__all__ = [
+    "CONFIDENCE_METHODS",
+    "Partners",
+    "RACConfig",
+    "RACOutput",
+    "corruption_partners",
+    "pairwise_corruption_loss",
+    "partner_loss",
+    "rac_loss",
+    "ranking_group_loss",
+    "ranking_partners",
+    "sequence_confidence",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""The RAC objective: both comparison losses on one batch of rows, with one config and one metrics dict.
+
+``L = L_policy + rank_coef * L_rank + pair_coef * L_pair``. :func:`rac_loss` returns the RAC part
+(``rank_coef * L_rank + pair_coef * L_pair``); a trainer adds it to its own policy loss, computed on the
+clean rows only (corrupted twins take no part in the policy gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import torch
+
+from rac_losses._validation import check_choice, check_float_tensor, check_mask, check_same_device
+from rac_losses.comparison import LINKS, check_rows, comparison_loss
+from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
+from rac_losses.pairwise import check_severity, corruption_table
+from rac_losses.ranking import PAIR_WEIGHTS, ranking_table
+
+__all__ = ["RACConfig", "RACOutput", "rac_loss"]
+
+
+def _check_nonnegative(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RACConfig:
+    """Every RAC knob, with defaults; validated on construction (``ValueError``/``TypeError``).
+
+    Ranking loss (within a prompt's group, better reward -> higher confidence):
+        rank_coef: weight of the ranking loss (``>= 0``; 0 turns it off).
+        rank_confidence: confidence method of the ranking loss (see :func:`rac_losses.sequence_confidence`).
+        rank_link, rank_scale, rank_margin: the comparison's link, inverse temperature and margin.
+        rank_pair_weight: ``"uniform"`` or ``"reward_gap"``.
+        rank_tie_tolerance: reward differences up to this are ties.
+
+    Pairwise corruption loss (same response, corrupted image -> lower confidence):
+        pair_coef: weight of the pairwise loss (``>= 0``).
+        pair_confidence: its confidence method. The default, ``"neg_entropy"``, lowers confidence by
+            spreading the token distribution; ``"mean_logprob"`` of the sampled response was seen to make the
+            policy flip its answer under corruption instead (see the project's DESIGN notes).
+        pair_link, pair_scale, pair_margin: as for the ranking loss.
+        pair_severity_margin: extra margin per unit of severity gap.
+        pair_detach_clean: only the more corrupted side of a comparison gets gradient.
+
+    The defaults follow the project's prototype experiment (ranking: logistic, scale 2, coefficient 1,
+    mean log-prob confidence; pairwise: negative entropy at coefficient 0.1).
+    """
+
+    rank_coef: float = 1.0
+    rank_confidence: str = "mean_logprob"
+    rank_link: str = "logistic"
+    rank_scale: float = 2.0
+    rank_margin: float = 0.0
+    rank_pair_weight: str = "uniform"
+    rank_tie_tolerance: float = 0.0
+
+    pair_coef: float = 0.1
+    pair_confidence: str = "neg_entropy"
+    pair_link: str = "logistic"
+    pair_scale: float = 1.0
+    pair_margin: float = 0.0
+    pair_severity_margin: float = 0.0
+    pair_detach_clean: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("rank_coef", "pair_coef", "rank_tie_tolerance", "pair_severity_margin"):
+            _check_nonnegative(getattr(self, name), name)
+        for prefix in ("rank", "pair"):
+            check_choice(getattr(self, f"{prefix}_confidence"), f"{prefix}_confidence", CONFIDENCE_METHODS)
+            check_choice(getattr(self, f"{prefix}_link"), f"{prefix}_link", LINKS)
+            _check_nonnegative(getattr(self, f"{prefix}_margin"), f"{prefix}_margin")
+            scale = getattr(self, f"{prefix}_scale")
+            _check_nonnegative(scale, f"{prefix}_scale")
+            if scale == 0:
+                raise ValueError(f"{prefix}_scale must be > 0, got {scale!r}")
+        check_choice(self.rank_pair_weight, "rank_pair_weight", PAIR_WEIGHTS)
+        if not isinstance(self.pair_detach_clean, bool):
+            raise TypeError(f"pair_detach_clean must be a bool, got {type(self.pair_detach_clean).__name__}")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The names of every knob, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+
+class RACOutput(NamedTuple):
+    """What :func:`rac_loss` returns.
+
+    Attributes:
+        loss: 0-d, ``rank_coef * rank_loss + pair_coef * pair_loss``; add it to the policy loss.
+        rank_loss: 0-d, the (unweighted) ranking loss.
+        pair_loss: 0-d, the (unweighted) pairwise corruption loss; 0 when no twins were given.
+        confidence: ``[N]``, every row's confidence under ``config.rank_confidence``.
+        metrics: floats for logging: ``rank_loss``, ``rank_pairs`` (comparisons), ``rank_satisfied``
+            (fraction already clearing the margin, 0 without comparisons), ``conf_mean`` (mean ranking
+            confidence of valid clean rows); with twins also ``pair_loss``, ``pair_pairs``,
+            ``pair_satisfied``, and, in ``config.pair_confidence``, ``conf_clean`` and ``conf_corrupted``
+            (means over valid clean rows and valid twins) and ``conf_gap`` (their difference).
+    """
+
+    loss: torch.Tensor
+    rank_loss: torch.Tensor
+    pair_loss: torch.Tensor
+    confidence: torch.Tensor
+    metrics: dict[str, float]
+
+
+def _mean_or_zero(x: torch.Tensor, where: torch.Tensor) -> float:
+    count = int(where.sum())
+    return float(x.detach()[where].sum()) / count if count else 0.0
+
+
+def rac_loss(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    group: torch.Tensor,
+    *,
+    token_entropy: torch.Tensor | None = None,
+    topk_logprobs: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
+    severity: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+    config: RACConfig = RACConfig(),
+) -> RACOutput:
+    """Both RAC losses on one batch of rows (the batch form, for custom trainers).
+
+    A row is one (prompt, response, image). Clean rows (``severity == 0``, or every row when no twins are
+    given) take part in the ranking loss; rows sharing ``pair`` take part in the pairwise loss. Rows with
+    an empty mask or ``valid == False`` take part in nothing.
+
+    Args:
+        token_logprobs: ``[N, T]`` float log-probs of the sampled response tokens.
+        mask: ``[N, T]`` bool or 0/1 response mask.
+        reward: ``[N]`` real rewards (finite on valid rows). Twins may carry their clean row's reward.
+        group: ``[N]`` integer prompt-group ids.
+        token_entropy: ``[N, T]`` per-token entropy, needed when a used confidence is ``"neg_entropy"``.
+        topk_logprobs: ``[N, T, k]``, needed when a used confidence is ``"topk"``.
+        pair: ``[N]`` integer ids linking a clean row with its corrupted twins; give with ``severity``.
+        severity: ``[N]`` int or float, 0 for clean rows, ``> 0`` for twins.
+        valid: ``[N]`` bool or 0/1, extra row validity (padding rows).
+        config: the knobs.
+
+    Returns:
+        :class:`RACOutput`.
+
+    Raises:
+        ValueError / TypeError: bad shapes, dtypes or devices (named), non-finite values on valid rows,
+        only one of ``pair`` / ``severity`` given, a confidence method whose input was not passed.
+    """
+    if not isinstance(config, RACConfig):
+        raise TypeError(f"config must be a RACConfig, got {type(config).__name__}")
+    token_logprobs = check_float_tensor(token_logprobs, "token_logprobs", [None, None])
+    n, t = token_logprobs.shape
+    mask = check_mask(mask, "mask", [n, t])
+    check_same_device([("token_logprobs", token_logprobs), ("mask", mask)])
+    rows = mask.any(-1)
+    if valid is not None:
+        rows = rows & check_mask(valid, "valid", [n])
+    if (pair is None) != (severity is None):
+        raise ValueError("pair and severity must be given together (twins need both), or neither")
+
+    def confidence_for(method: str) -> torch.Tensor:
+        return sequence_confidence(
+            token_logprobs, mask, method=method, token_entropy=token_entropy, topk_logprobs=topk_logprobs
+        )
+
+    confidence = confidence_for(config.rank_confidence)
+    if pair is not None:
+        _, severity, pair, _ = check_rows(confidence, severity, "severity", pair, "pair", rows)
+        check_severity(severity, rows)
+        clean = severity == 0
+    else:
+        clean = torch.ones_like(rows)
+    confidence, reward, group, rank_rows = check_rows(confidence, reward, "reward", group, "group", rows & clean)
+    table = ranking_table(reward, group, rank_rows, pair_weight=config.rank_pair_weight, tie_tolerance=config.rank_tie_tolerance)
+    rank, rank_pairs, rank_ok = comparison_loss(
+        confidence, table, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin, reduction="mean"
+    )
+    metrics = {
+        "rank_loss": float(rank.detach()),
+        "rank_pairs": float(rank_pairs),
+        "rank_satisfied": rank_ok / rank_pairs if rank_pairs else 0.0,
+        "conf_mean": _mean_or_zero(confidence, rank_rows),
+    }
+    pair_term = rank.new_zeros(())
+    if pair is not None:
+        pair_confidence = (
+            confidence if config.pair_confidence == config.rank_confidence else confidence_for(config.pair_confidence)
+        )
+        table = corruption_table(
+            severity, pair, rows, severity_margin=config.pair_severity_margin, detach_clean=config.pair_detach_clean
+        )
+        pair_term, pair_pairs, pair_ok = comparison_loss(
+            pair_confidence, table, link=config.pair_link, scale=config.pair_scale, margin=config.pair_margin, reduction="mean"
+        )
+        conf_clean = _mean_or_zero(pair_confidence, rows & clean)
+        conf_corrupted = _mean_or_zero(pair_confidence, rows & ~clean)
+        metrics.update(
+            pair_loss=float(pair_term.detach()),
+            pair_pairs=float(pair_pairs),
+            pair_satisfied=pair_ok / pair_pairs if pair_pairs else 0.0,
+            conf_clean=conf_clean,
+            conf_corrupted=conf_corrupted,
+            conf_gap=conf_clean - conf_corrupted,
+        )
+    loss = config.rank_coef * rank + config.pair_coef * pair_term
+    return RACOutput(loss=loss, rank_loss=rank, pair_loss=pair_term, confidence=confidence, metrics=metrics)

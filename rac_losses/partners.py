@@ -1,0 +1,124 @@
+"""The row (micro-batch) form of the RAC losses.
+
+verl and OpenRLHF split a prompt's rows across micro-batches and shuffle them, so a group loss cannot see
+a whole group at once. Before the update, :func:`rac_losses.ranking_partners` /
+:func:`rac_losses.corruption_partners` turn the batch's fresh confidences into a :class:`Partners` table:
+for every row, its partners' (detached) confidences, the direction and weight of each comparison, and the
+batch-global normaliser. Each micro-batch then calls :func:`partner_loss` on its own rows only.
+
+Invariant (tested): for any split of the rows into micro-batches, the summed values of ``partner_loss``
+equal the batch loss, and the summed gradients equal the batch loss's gradient, when the partners were
+computed from the same confidences. Each comparison appears in the tables of both its rows; each side
+reports half of its value and takes the gradient for its own row only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from rac_losses._validation import check_float_tensor, check_same_device
+from rac_losses.comparison import ComparisonTable, apply_link, check_loss_options, working_dtype
+
+__all__ = ["Partners", "partner_loss"]
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Detached partner tables for ``N`` rows with up to ``P`` comparisons each.
+
+    Attributes:
+        confidence: ``[N, P]`` float, the partners' confidences (detached).
+        sign: ``[N, P]`` float: ``+1`` the row should be more confident than the partner, ``-1`` less,
+            ``0`` no comparison in this slot.
+        weight: ``[N, P]`` float comparison weights (``0`` in empty slots).
+        extra_margin: ``[N, P]`` float, added to ``partner_loss``'s ``margin`` (severity-dependent margin).
+        grad: ``[N, P]`` bool, whether the row itself receives gradient from the comparison.
+        normaliser: 0-d float, the batch-global normaliser (sum of comparison weights for a mean, 1 for
+            a sum). It is shared by every slice, so that micro-batch losses add up to the batch loss.
+
+    Index with a ``LongTensor`` of row indices, a bool mask ``[N]`` or a slice to get the rows of one
+    micro-batch; ``.to(device)`` moves every table.
+    """
+
+    confidence: torch.Tensor
+    sign: torch.Tensor
+    weight: torch.Tensor
+    extra_margin: torch.Tensor
+    grad: torch.Tensor
+    normaliser: torch.Tensor
+
+    @classmethod
+    def from_table(cls, confidence: torch.Tensor, table: ComparisonTable, reduction: str) -> Partners:
+        """Partner tables for ``table``'s comparisons, with partner confidences read from ``confidence``."""
+        c = confidence.detach().to(working_dtype(confidence))
+        has = table.sign != 0
+        return cls(
+            confidence=torch.where(has, c[table.partner], c.new_zeros(())),
+            sign=table.sign.to(c.dtype),
+            weight=table.weight.to(c.dtype),
+            extra_margin=table.extra_margin.to(c.dtype),
+            grad=table.grad_mask(),
+            normaliser=table.normaliser(reduction).to(c.dtype),
+        )
+
+    def __len__(self) -> int:
+        return self.confidence.shape[0]
+
+    def __getitem__(self, rows: torch.Tensor | slice) -> Partners:
+        if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool and rows.shape != (len(self),):
+            raise ValueError(f"a bool row mask must have shape [{len(self)}], got {tuple(rows.shape)}")
+        if isinstance(rows, torch.Tensor) and (rows.is_floating_point() or rows.ndim != 1):
+            raise TypeError(f"rows must be a 1-D LongTensor or bool mask, got {rows.dtype} of shape {tuple(rows.shape)}")
+        if isinstance(rows, torch.Tensor):
+            rows = rows.to(self.confidence.device)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Partners(**{name: v if name == "normaliser" else v[rows] for name, v in values.items()})
+
+    def to(self, device: torch.device | str) -> Partners:
+        """A copy with every table on ``device``."""
+        return Partners(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def partner_loss(
+    confidence: torch.Tensor,
+    partners: Partners,
+    *,
+    link: str = "logistic",
+    scale: float = 1.0,
+    margin: float = 0.0,
+) -> torch.Tensor:
+    """The RAC loss of some rows against their detached partners (the micro-batch form).
+
+    Args:
+        confidence: ``[n]`` float, live confidences of the micro-batch's rows (any float dtype).
+        partners: the same rows' slice of a :class:`Partners` table (``partners_all[rows]``).
+        link, scale, margin: as in :func:`rac_losses.ranking_group_loss`; use the values the batch loss
+            would use.
+
+    Returns:
+        0-d float32 (float64 for float64 input) tensor. Its value is this micro-batch's share of the batch
+        loss (each comparison counts half on each side); its gradient is the batch loss's gradient with
+        respect to these rows' confidences.
+
+    Raises:
+        TypeError / ValueError: non-float or non-1-D ``confidence``, a length other than ``len(partners)``,
+        different devices, non-finite confidences, unknown ``link``, ``scale <= 0`` or ``margin < 0``.
+    """
+    check_loss_options(link, scale, margin)
+    if not isinstance(partners, Partners):
+        raise TypeError(f"partners must be a Partners table, got {type(partners).__name__}")
+    confidence = check_float_tensor(confidence, "confidence", [len(partners)])
+    check_same_device([("confidence", confidence), ("partners", partners.confidence)])
+    if not bool(torch.isfinite(confidence).all()):
+        raise ValueError("confidence must be finite")
+    c = confidence.to(working_dtype(confidence))
+    has = partners.sign != 0
+    gap = torch.where(has, partners.sign.to(c.dtype) * (c.unsqueeze(1) - partners.confidence.to(c.dtype)), c.new_zeros(()))
+    term = partners.weight.to(c.dtype) * apply_link(scale * gap - (margin + partners.extra_margin.to(c.dtype)), link)
+    term = torch.where(has, term, c.new_zeros(()))
+    grad = partners.grad.to(c.dtype)
+    # value: half of each comparison on each side; gradient: the row's own side only
+    share = grad * term + (0.5 - grad) * term.detach()
+    return share.sum() / partners.normaliser.to(c.dtype)

@@ -1,0 +1,138 @@
+"""Reward-side forms of RAC, for verbalized confidence or frameworks where only rewards can change.
+
+- :func:`parse_verbalized_confidence` reads the last ``<confidence>x</confidence>`` of a response.
+- :func:`brier_reward`: ``1 - (correct - confidence)^2`` (RLCR's calibration reward).
+- :func:`rank_consistency_reward`: how well a rollout's confidence orders it against its group.
+- :func:`corruption_consistency_reward`: the same for a clean row and its corrupted twins.
+
+The consistency rewards are ``(right - wrong) / comparisons`` in ``[-1, 1]`` per row: ``+1`` when every
+comparison the row takes part in is ordered the right way by confidence, ``-1`` when every one is
+reversed, ``0`` for a row without comparisons; a confidence tie counts as neither. They are not
+differentiable (rewards) and use the same pairings as the losses.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from rac_losses.comparison import ComparisonTable, check_rows
+from rac_losses.pairwise import check_severity, corruption_table
+from rac_losses.ranking import ranking_table
+
+__all__ = [
+    "brier_reward",
+    "corruption_consistency_reward",
+    "parse_verbalized_confidence",
+    "rank_consistency_reward",
+]
+
+_CONFIDENCE_TAG = re.compile(r"<confidence>\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*(%?)\s*</confidence>", re.IGNORECASE)
+
+
+def parse_verbalized_confidence(text: str) -> float | None:
+    """The confidence stated in the last ``<confidence>x</confidence>`` tag of ``text``.
+
+    ``x`` is a number in ``[0, 1]`` (``0.85``) or a percentage in ``[0, 100]`` (``85%``). Returns ``None``
+    when there is no tag, or the last tag holds anything else (a word, a number out of range, ``85``
+    without ``%``): a malformed confidence is for the caller to penalise, not to guess.
+
+    Raises:
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    tags = list(re.finditer(r"<confidence>(.*?)</confidence>", text, re.IGNORECASE | re.DOTALL))
+    if not tags:
+        return None
+    match = _CONFIDENCE_TAG.fullmatch(tags[-1].group(0))
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if match.group(2):
+        value /= 100.0
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch.Tensor) -> float | torch.Tensor:
+    """RLCR's calibration reward ``1 - (correct - confidence)^2``, in ``[0, 1]``.
+
+    Args:
+        confidence: a float in ``[0, 1]``, or a float tensor ``[N]`` of them.
+        correct: 0/1 (bool, int or float; a graded score in ``[0, 1]`` is accepted too), the same shape.
+
+    Returns:
+        A float for scalar input, else a float tensor ``[N]``.
+
+    Raises:
+        TypeError / ValueError: mixed scalar and tensor input, mismatched shapes, values outside ``[0, 1]``.
+    """
+    if isinstance(confidence, torch.Tensor) or isinstance(correct, torch.Tensor):
+        if not (isinstance(confidence, torch.Tensor) and isinstance(correct, torch.Tensor)):
+            raise TypeError("confidence and correct must both be tensors or both be numbers")
+        if confidence.shape != correct.shape:
+            raise ValueError(f"correct must have the shape of confidence {tuple(confidence.shape)}, got {tuple(correct.shape)}")
+        conf = confidence.to(torch.promote_types(confidence.dtype, torch.float32))
+        target = correct.to(conf.dtype)
+        for name, x in (("confidence", conf), ("correct", target)):
+            if not bool(((x >= 0) & (x <= 1)).all()):
+                raise ValueError(f"{name} must lie in [0, 1]")
+        return 1.0 - (target - conf).square()
+    for name, x in (("confidence", confidence), ("correct", correct)):
+        if not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
+    return 1.0 - (float(correct) - float(confidence)) ** 2
+
+
+def _consistency(confidence: torch.Tensor, table: ComparisonTable) -> torch.Tensor:
+    c = confidence.detach().to(torch.promote_types(confidence.dtype, torch.float32))
+    order = torch.sign(c.unsqueeze(1) - c[table.partner])
+    has = table.sign != 0
+    agreement = torch.where(has, table.sign.to(c.dtype) * order, c.new_zeros(())).sum(1)
+    count = has.sum(1)
+    return torch.where(count > 0, agreement / count.clamp_min(1), c.new_zeros(()))
+
+
+def rank_consistency_reward(
+    confidence: torch.Tensor,
+    reward: torch.Tensor,
+    group: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    tie_tolerance: float = 0.0,
+) -> torch.Tensor:
+    """Per row, how consistently its confidence orders it against the other rows of its group.
+
+    Args:
+        confidence: ``[N]`` float (for example verbalized confidences), reward: ``[N]`` real,
+        group: ``[N]`` integer ids, valid: ``[N]`` bool or ``None``; ``tie_tolerance`` as in the loss.
+
+    Returns:
+        ``[N]`` float32 in ``[-1, 1]``, 0 for rows without comparisons.
+    """
+    confidence, reward, group, valid = check_rows(confidence, reward, "reward", group, "group", valid)
+    table = ranking_table(reward, group, valid, pair_weight="uniform", tie_tolerance=tie_tolerance)
+    return _consistency(confidence, table)
+
+
+def corruption_consistency_reward(
+    confidence: torch.Tensor,
+    severity: torch.Tensor,
+    pair: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per row, how consistently its confidence falls with corruption against its pair's other rows.
+
+    Args:
+        confidence: ``[N]`` float, severity: ``[N]`` int or float ``>= 0`` (0 = clean),
+        pair: ``[N]`` integer ids, valid: ``[N]`` bool or ``None``.
+
+    Returns:
+        ``[N]`` float32 in ``[-1, 1]``, 0 for rows without comparisons.
+    """
+    confidence, severity, pair, valid = check_rows(confidence, severity, "severity", pair, "pair", valid)
+    check_severity(severity, valid)
+    table = corruption_table(severity, pair, valid, severity_margin=0.0, detach_clean=False)
+    return _consistency(confidence, table)
