@@ -151,8 +151,10 @@ def comparison_loss(
     c_loser = c if table.loser_grad else c.detach()
     gap = torch.where(wins, c_winner.unsqueeze(1) - c_loser[table.partner], c.new_zeros(()))
     x = scale * gap - (margin + table.extra_margin.to(c.dtype))
-    weight = torch.where(wins, table.weight.to(c.dtype), c.new_zeros(()))
-    loss = (weight * apply_link(x, link)).sum() / table.normaliser(reduction).to(c.dtype)
+    # normalise the weights before they meet the loss: dividing the sum by a tiny normaliser (reward
+    # gaps near 0) would overflow the gradient
+    weight = (table.weight * wins / table.normaliser(reduction)).to(c.dtype)
+    loss = (weight * apply_link(x, link)).sum()
     comparisons = int(wins.sum())
     satisfied = int((wins & (x > 0)).sum())
     return loss, comparisons, satisfied

@@ -32,7 +32,7 @@ class Partners:
         confidence: ``[N, P]`` float, the partners' confidences (detached).
         sign: ``[N, P]`` float: ``+1`` the row should be more confident than the partner, ``-1`` less,
             ``0`` no comparison in this slot.
-        weight: ``[N, P]`` float comparison weights (``0`` in empty slots).
+        weight: ``[N, P]`` float comparison weights (``0`` in empty slots), in the rewards' precision.
         extra_margin: ``[N, P]`` float, added to ``partner_loss``'s ``margin`` (severity-dependent margin).
         grad: ``[N, P]`` bool, whether the row itself receives gradient from the comparison.
         normaliser: 0-d float, the batch-global normaliser (sum of comparison weights for a mean, 1 for
@@ -57,10 +57,10 @@ class Partners:
         return cls(
             confidence=torch.where(has, c[table.partner], c.new_zeros(())),
             sign=table.sign.to(c.dtype),
-            weight=table.weight.to(c.dtype),
+            weight=table.weight,
             extra_margin=table.extra_margin.to(c.dtype),
             grad=table.grad_mask(),
-            normaliser=table.normaliser(reduction).to(c.dtype),
+            normaliser=table.normaliser(reduction),
         )
 
     def __len__(self) -> int:
@@ -116,9 +116,8 @@ def partner_loss(
     c = confidence.to(working_dtype(confidence))
     has = partners.sign != 0
     gap = torch.where(has, partners.sign.to(c.dtype) * (c.unsqueeze(1) - partners.confidence.to(c.dtype)), c.new_zeros(()))
-    term = partners.weight.to(c.dtype) * apply_link(scale * gap - (margin + partners.extra_margin.to(c.dtype)), link)
-    term = torch.where(has, term, c.new_zeros(()))
+    weight = (partners.weight / partners.normaliser).to(c.dtype)  # normalised first, as in the batch form
+    term = torch.where(has, weight * apply_link(scale * gap - (margin + partners.extra_margin.to(c.dtype)), link), c.new_zeros(()))
     grad = partners.grad.to(c.dtype)
     # value: half of each comparison on each side; gradient: the row's own side only
-    share = grad * term + (0.5 - grad) * term.detach()
-    return share.sum() / partners.normaliser.to(c.dtype)
+    return (grad * term + (0.5 - grad) * term.detach()).sum()

@@ -1,0 +1,98 @@
+"""Slow, obviously-correct reference implementations: explicit Python loops over rows and pairs.
+
+Everything here is written for clarity, not speed, and computes in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def link(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "logistic":
+        # log(1 + exp(-x)), written to stay finite for large |x|
+        return torch.clamp(-x, min=0) + torch.log1p(torch.exp(-torch.abs(x)))
+    if name == "hinge":
+        return torch.clamp(-x, min=0)
+    if name == "squared_hinge":
+        return torch.clamp(-x, min=0) ** 2
+    raise ValueError(name)
+
+
+def _reduce(terms, weights, reduction, anchor):
+    total = sum(terms, anchor.sum() * 0.0)
+    if reduction == "sum":
+        return total
+    z = sum(weights)
+    return total / z if z > 0 else total
+
+
+def ranking_loss(c, reward, group, valid=None, *, link_name="logistic", scale=1.0, margin=0.0,
+                 pair_weight="uniform", tie_tolerance=0.0, reduction="mean"):
+    """Loop over every ordered pair (a, b) of valid rows of the same group with r_a - r_b > tol."""
+    n = len(c)
+    valid = [True] * n if valid is None else [bool(v) for v in valid]
+    terms, weights = [], []
+    for a in range(n):
+        for b in range(n):
+            if a == b or not (valid[a] and valid[b]) or int(group[a]) != int(group[b]):
+                continue
+            gap = float(reward[a]) - float(reward[b])
+            if gap > tie_tolerance:
+                w = 1.0 if pair_weight == "uniform" else gap
+                terms.append(w * link(scale * (c[a] - c[b]) - margin, link_name))
+                weights.append(w)
+    return _reduce(terms, weights, reduction, c)
+
+
+def corruption_loss(c, severity, pair, valid=None, *, link_name="logistic", scale=1.0, margin=0.0,
+                    severity_margin=0.0, detach_clean=True, reduction="mean"):
+    """Loop over every ordered pair (a, b) of valid rows of the same pair with severity_a < severity_b."""
+    n = len(c)
+    valid = [True] * n if valid is None else [bool(v) for v in valid]
+    terms, weights = [], []
+    for a in range(n):
+        for b in range(n):
+            if a == b or not (valid[a] and valid[b]) or int(pair[a]) != int(pair[b]):
+                continue
+            sa, sb = float(severity[a]), float(severity[b])
+            if sa < sb:
+                ca = c[a].detach() if detach_clean else c[a]
+                x = scale * (ca - c[b]) - margin - severity_margin * (sb - sa)
+                terms.append(link(x, link_name))
+                weights.append(1.0)
+    return _reduce(terms, weights, reduction, c)
+
+
+def sequence_confidence(logp, mask, method="mean_logprob", entropy=None, topk=None):
+    out = []
+    for i in range(logp.shape[0]):
+        vals = []
+        for t in range(logp.shape[1]):
+            if bool(mask[i, t]):
+                if method in ("mean_logprob", "prob"):
+                    vals.append(logp[i, t].double())
+                elif method == "neg_entropy":
+                    vals.append(-entropy[i, t].double())
+                else:
+                    vals.append(-topk[i, t].double().mean())
+        mean = sum(vals) / len(vals) if vals else torch.zeros((), dtype=torch.float64)
+        out.append(torch.exp(mean) if method == "prob" else mean)
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def consistency(c, table_pairs):
+    """(right - wrong) / count for each row, given its list of (partner, sign) comparisons."""
+    out = []
+    for i, pairs in enumerate(table_pairs):
+        if not pairs:
+            out.append(0.0)
+            continue
+        score = 0.0
+        for j, sign in pairs:
+            d = float(c[i]) - float(c[j])
+            score += sign * (0.0 if d == 0 else math.copysign(1.0, d))
+        out.append(score / len(pairs))
+    return out

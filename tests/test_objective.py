@@ -1,0 +1,152 @@
+"""rac_loss and RACConfig: composition of the two losses, twin handling, metrics, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from rac_losses import RACConfig, pairwise_corruption_loss, rac_loss, ranking_group_loss, sequence_confidence
+
+
+def _batch(seed: int = 0, prompts: int = 4, rollouts: int = 4, t: int = 7):
+    """Prompts x rollouts clean rows, then one twin for every other clean row (severity 1..5)."""
+    g = torch.Generator().manual_seed(seed)
+    n_clean = prompts * rollouts
+    group = torch.arange(prompts).repeat_interleave(rollouts) * 101 + 7
+    reward = torch.randint(0, 2, (n_clean,), generator=g).double()
+    twin_of = torch.arange(0, n_clean, 2)
+    n = n_clean + len(twin_of)
+    logp = -torch.rand(n, t, generator=g, dtype=torch.float64) * 3
+    entropy = torch.rand(n, t, generator=g, dtype=torch.float64) * 2
+    lengths = torch.randint(1, t + 1, (n_clean,), generator=g)
+    lengths = torch.cat([lengths, lengths[twin_of]])  # a twin has its clean row's response
+    mask = torch.arange(t) < lengths.unsqueeze(1)
+    pair = torch.cat([torch.arange(n_clean), twin_of]) * 3 + 1
+    severity = torch.cat([torch.zeros(n_clean, dtype=torch.long), torch.randint(1, 6, (len(twin_of),), generator=g)])
+    return dict(
+        token_logprobs=logp, mask=mask, reward=torch.cat([reward, reward[twin_of]]),
+        group=torch.cat([group, group[twin_of]]), token_entropy=entropy, pair=pair, severity=severity,
+    )
+
+
+def test_equals_the_weighted_sum_of_the_batch_losses():
+    b = _batch()
+    config = RACConfig(rank_coef=0.7, pair_coef=0.3, rank_margin=0.1, pair_link="hinge", pair_margin=0.05, pair_severity_margin=0.02)
+    leaves = {k: b[k].clone().requires_grad_(True) for k in ("token_logprobs", "token_entropy")}
+    out = rac_loss(**{**b, **leaves}, config=config)
+
+    ref = {k: b[k].clone().requires_grad_(True) for k in ("token_logprobs", "token_entropy")}
+    clean = b["severity"] == 0
+    rank_c = sequence_confidence(ref["token_logprobs"], b["mask"])
+    pair_c = sequence_confidence(ref["token_logprobs"], b["mask"], method="neg_entropy", token_entropy=ref["token_entropy"])
+    rank = ranking_group_loss(rank_c, b["reward"], b["group"], valid=clean, scale=2.0, margin=0.1)
+    pair = pairwise_corruption_loss(pair_c, b["severity"], b["pair"], link="hinge", margin=0.05, severity_margin=0.02)
+    want = 0.7 * rank + 0.3 * pair
+
+    torch.testing.assert_close(out.rank_loss, rank)
+    torch.testing.assert_close(out.pair_loss, pair)
+    torch.testing.assert_close(out.loss, want)
+    got_grads = torch.autograd.grad(out.loss, list(leaves.values()))
+    want_grads = torch.autograd.grad(want, list(ref.values()))
+    for a, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, w)
+
+
+def test_twins_take_no_part_in_ranking():
+    b = _batch(1)
+    twins = b["severity"] > 0
+    changed = dict(b, reward=torch.where(twins, torch.tensor(100.0, dtype=torch.float64), b["reward"]))
+    a, c = rac_loss(**b), rac_loss(**changed)
+    torch.testing.assert_close(a.rank_loss, c.rank_loss)
+    assert a.metrics["rank_pairs"] == c.metrics["rank_pairs"]
+
+
+def test_metrics_are_what_they_say():
+    b = _batch(2)
+    out = rac_loss(**b)
+    m = out.metrics
+    clean = b["severity"] == 0
+    pair_c = sequence_confidence(b["token_logprobs"], b["mask"], method="neg_entropy", token_entropy=b["token_entropy"])
+    assert m["conf_clean"] == pytest.approx(pair_c[clean].mean().item())
+    assert m["conf_corrupted"] == pytest.approx(pair_c[~clean].mean().item())
+    assert m["conf_gap"] == pytest.approx(m["conf_clean"] - m["conf_corrupted"])
+    assert m["conf_mean"] == pytest.approx(out.confidence[clean].mean().item())
+    assert m["pair_pairs"] == float((~clean).sum())  # one twin per pair: one comparison each
+    # satisfied fraction by brute force
+    c, r, g = out.confidence, b["reward"], b["group"]
+    idx = clean.nonzero().squeeze(1).tolist()
+    comps = [(i, j) for i in idx for j in idx if g[i] == g[j] and r[i] > r[j]]
+    assert m["rank_pairs"] == len(comps)
+    assert m["rank_satisfied"] == pytest.approx(sum(bool(2.0 * (c[i] - c[j]) > 0) for i, j in comps) / len(comps))
+    assert m["rank_loss"] == pytest.approx(out.rank_loss.item())
+
+
+def test_without_twins_only_ranking_runs_and_entropy_is_not_needed():
+    b = _batch(3)
+    clean = b["severity"] == 0
+    out = rac_loss(b["token_logprobs"][clean], b["mask"][clean], b["reward"][clean], b["group"][clean])
+    assert out.pair_loss.item() == 0.0
+    assert set(out.metrics) == {"rank_loss", "rank_pairs", "rank_satisfied", "conf_mean"}
+
+
+def test_empty_mask_rows_and_invalid_rows_take_part_in_nothing():
+    b = _batch(4)
+    base = rac_loss(**b)
+    n, t = b["mask"].shape
+    padded = {k: torch.cat([v, v[:3]]) for k, v in b.items()}
+    padded["mask"][n:] = False  # empty-mask padding rows (their log-probs hold garbage)
+    padded["token_logprobs"][n:] = float("nan")
+    padded["reward"][n:] = float("nan")
+    out = rac_loss(**padded)
+    torch.testing.assert_close(out.loss, base.loss)
+    flagged = {k: torch.cat([v, v[:3]]) for k, v in b.items()}
+    out2 = rac_loss(**flagged, valid=torch.arange(n + 3) < n)
+    torch.testing.assert_close(out2.loss, base.loss)
+
+
+def test_missing_entropy_raises_saying_so():
+    b = _batch()
+    b.pop("token_entropy")
+    with pytest.raises(ValueError, match="needs token_entropy"):
+        rac_loss(**b)
+    rac_loss(**b, config=RACConfig(pair_confidence="mean_logprob"))  # fine without it
+
+
+def test_pair_without_severity_raises():
+    b = _batch()
+    b.pop("severity")
+    with pytest.raises(ValueError, match="pair and severity must be given together"):
+        rac_loss(**b)
+
+
+@pytest.mark.parametrize(
+    "field,value,error,pattern",
+    [
+        ("rank_coef", -0.1, ValueError, "rank_coef must be a finite number >= 0"),
+        ("pair_coef", float("nan"), ValueError, "pair_coef must be a finite number >= 0"),
+        ("rank_confidence", "entropy", ValueError, "unknown rank_confidence 'entropy'; expected one of"),
+        ("pair_link", "relu", ValueError, "unknown pair_link 'relu'; expected one of 'logistic', 'hinge', 'squared_hinge'"),
+        ("rank_scale", 0.0, ValueError, "rank_scale must be > 0"),
+        ("pair_margin", -1.0, ValueError, "pair_margin must be a finite number >= 0"),
+        ("rank_pair_weight", "gap", ValueError, "unknown rank_pair_weight 'gap'"),
+        ("pair_detach_clean", 1, TypeError, "pair_detach_clean must be a bool"),
+    ],
+)
+def test_config_validation(field, value, error, pattern):
+    with pytest.raises(error, match=pattern):
+        RACConfig(**{field: value})
+
+
+def test_config_is_frozen_and_lists_its_fields():
+    config = RACConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rank_coef = 2.0  # type: ignore[misc]
+    assert "pair_confidence" in RACConfig.field_names()
+
+
+def test_config_argument_must_be_a_config():
+    b = _batch()
+    with pytest.raises(TypeError, match="config must be a RACConfig, got dict"):
+        rac_loss(**b, config={"rank_coef": 1.0})
