@@ -6,6 +6,7 @@ Everything here is written for clarity, not speed, and computes in float64.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import torch
 
@@ -34,16 +35,19 @@ def ranking_loss(c, reward, group, valid=None, *, link_name="logistic", scale=1.
     """Loop over every ordered pair (a, b) of valid rows of the same group with r_a - r_b > tol."""
     n = len(c)
     valid = [True] * n if valid is None else [bool(v) for v in valid]
+    rows_of_group = defaultdict(list)
+    for row in range(n):
+        if valid[row]:
+            rows_of_group[int(group[row])].append(row)
     terms, weights = [], []
-    for a in range(n):
-        for b in range(n):
-            if a == b or not (valid[a] and valid[b]) or int(group[a]) != int(group[b]):
-                continue
-            gap = float(reward[a]) - float(reward[b])
-            if gap > tie_tolerance:
-                w = 1.0 if pair_weight == "uniform" else gap
-                terms.append(w * link(scale * (c[a] - c[b]) - margin, link_name))
-                weights.append(w)
+    for rows in rows_of_group.values():
+        for a in rows:
+            for b in rows:
+                gap = float(reward[a]) - float(reward[b])
+                if gap > tie_tolerance:
+                    w = 1.0 if pair_weight == "uniform" else gap
+                    terms.append(w * link(scale * (c[a] - c[b]) - margin, link_name))
+                    weights.append(w)
     return _reduce(terms, weights, reduction, c)
 
 
