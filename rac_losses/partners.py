@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from rac_losses._validation import check_float_tensor, check_same_device
+from rac_losses._validation import check_finite, check_float_tensor, check_same_device
 from rac_losses.comparison import ComparisonTable, apply_link, check_loss_options, working_dtype
 
 __all__ = ["Partners", "partner_loss"]
@@ -111,8 +111,7 @@ def partner_loss(
         raise TypeError(f"partners must be a Partners table, got {type(partners).__name__}")
     confidence = check_float_tensor(confidence, "confidence", [len(partners)])
     check_same_device([("confidence", confidence), ("partners", partners.confidence)])
-    if not bool(torch.isfinite(confidence).all()):
-        raise ValueError("confidence must be finite")
+    check_finite(confidence, "confidence")
     c = confidence.to(working_dtype(confidence))
     has = partners.sign != 0
     gap = torch.where(has, partners.sign.to(c.dtype) * (c.unsqueeze(1) - partners.confidence.to(c.dtype)), c.new_zeros(()))
