@@ -1,1 +1,45 @@
-"""Image corruptions for clean/corrupted twins (installed as ``rac_losses.corruption``)."""
+"""Image corruptions for clean/corrupted twins (installed as ``rac_losses.corruption``).
+
+- :func:`corrupt` ``(image, name, severity, *, seed=0, region=None)``: a corrupted copy of a PIL image
+  or uint8/uint16 array, same type, size and mode; deterministic in ``(image, name, severity, seed)``.
+- :data:`CORRUPTIONS`: ``name -> family`` for the 15 ImageNet-C corruptions, its 4 validation ones and
+  the VLM-calibration ones (``patch_mask``, ``gray_mask``, ``blank``, ``diffusion_noise``).
+- :class:`CorruptionPolicy`: picks ``(name, severity)`` per sample key, deterministically.
+- CLI ``rac-corrupt`` (:mod:`.cli`): ``preview`` contact sheets and ``dataset`` parquet conversion.
+
+ImageNet-C: Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations", ICLR 2019. Parameter tables as in the Apache-2.0 ``imagecorruptions`` package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from . import blur, digital, noise, vlm, weather  # noqa: F401  (register the corruptions)
+from ._api import corrupt
+from ._registry import FAMILIES, REGISTRY, SEVERITIES
+from .modes import SUPPORTED_MODES
+from .policy import CorruptionPolicy
+
+#: The 15 ImageNet-C benchmark corruptions, in ImageNet-C's order.
+IMAGENET_C: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+#: ImageNet-C's 4 held-out validation corruptions.
+IMAGENET_C_VALIDATION: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+#: The corruptions used in VLM calibration work.
+VLM_CORRUPTIONS: tuple[str, ...] = ("patch_mask", "gray_mask", "blank", "diffusion_noise")
+#: ``name -> family`` for every corruption, in a stable order (ImageNet-C, its validation set, VLM).
+CORRUPTIONS: Mapping[str, str] = MappingProxyType(
+    {n: REGISTRY[n].family for n in IMAGENET_C + IMAGENET_C_VALIDATION + VLM_CORRUPTIONS}
+)
+assert set(CORRUPTIONS) == set(REGISTRY), "every registered corruption must be listed"
+#: Corruptions that ignore the severity (the image carries no evidence at every level).
+SEVERITY_INDEPENDENT: tuple[str, ...] = tuple(n for n, c in REGISTRY.items() if not c.severity_dependent)
+
+__all__ = [
+    "corrupt", "CORRUPTIONS", "CorruptionPolicy", "IMAGENET_C", "IMAGENET_C_VALIDATION", "VLM_CORRUPTIONS",
+    "SEVERITY_INDEPENDENT", "SEVERITIES", "FAMILIES", "SUPPORTED_MODES",
+]

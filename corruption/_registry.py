@@ -1,0 +1,98 @@
+"""The corruption registry: name -> (family, implementation).
+
+Every corruption is a function ``fn(x, severity, rng, *, max_value) -> np.ndarray`` working on a
+*working array*: ``float32`` of shape ``(H, W, C)`` with ``C`` in ``{1, 3}`` and values in ``[0, 1]``
+(see :mod:`.modes`). It must return a new ``float32`` array of the same shape (values may fall outside
+``[0, 1]``; the caller clips). ``severity`` is an int in ``1..5`` (already validated) and ``rng`` a
+:class:`numpy.random.Generator` seeded by :mod:`._seeding`; no other source of randomness may be used.
+``max_value`` is 255 for 8-bit sources and 65535 for 16-bit ones, for the few corruptions that quantise.
+
+Corruptions flagged ``needs_rgb`` are handed a 3-channel array even for grey sources (the caller
+replicates the grey channel and converts the result back with ITU-R 601 luma weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import numpy as np
+
+__all__ = ["Corruption", "register", "get", "REGISTRY", "FAMILIES", "SEVERITIES"]
+
+#: Valid severities, as in ImageNet-C.
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+#: Families, in display order.
+FAMILIES: tuple[str, ...] = ("noise", "blur", "weather", "digital", "occlusion")
+
+CorruptionFn = Callable[..., np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Corruption:
+    """One registered corruption.
+
+    Attributes:
+        name: the public name (e.g. ``"gaussian_noise"``).
+        family: one of :data:`FAMILIES`.
+        source: ``"imagenet-c"``, ``"imagenet-c-validation"`` or ``"vlm"``.
+        fn: the implementation (see module docstring for its contract).
+        needs_rgb: whether ``fn`` requires 3 channels.
+        severity_dependent: ``False`` for corruptions that ignore the severity (``gray_mask``, ``blank``).
+    """
+
+    name: str
+    family: str
+    source: str
+    fn: CorruptionFn
+    needs_rgb: bool = False
+    severity_dependent: bool = True
+
+
+_REGISTRY: dict[str, Corruption] = {}
+#: Read-only view of the registry, in registration order.
+REGISTRY: Mapping[str, Corruption] = MappingProxyType(_REGISTRY)
+
+
+def register(
+    name: str,
+    family: str,
+    source: str,
+    *,
+    needs_rgb: bool = False,
+    severity_dependent: bool = True,
+) -> Callable[[CorruptionFn], CorruptionFn]:
+    """Decorator registering ``fn`` under ``name``.
+
+    Raises:
+        ValueError: if ``name`` is already registered or ``family``/``source`` is unknown.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if source not in ("imagenet-c", "imagenet-c-validation", "vlm"):
+        raise ValueError(f"source must be 'imagenet-c', 'imagenet-c-validation' or 'vlm', got {source!r}")
+
+    def deco(fn: CorruptionFn) -> CorruptionFn:
+        if name in _REGISTRY:
+            raise ValueError(f"corruption {name!r} is already registered")
+        _REGISTRY[name] = Corruption(name, family, source, fn, needs_rgb, severity_dependent)
+        return fn
+
+    return deco
+
+
+def get(name: object) -> Corruption:
+    """Look a corruption up by name.
+
+    Raises:
+        TypeError: if ``name`` is not a ``str``.
+        ValueError: if ``name`` is unknown; the message lists the valid names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (one of {sorted(_REGISTRY)}), got {type(name).__name__}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown corruption name {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
