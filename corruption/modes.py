@@ -151,7 +151,7 @@ def _palette_working(img: Image.Image) -> Working:
         first = int(np.flatnonzero(opaque)[0])
         extra = np.zeros((0, 3), dtype=np.uint8)
         if n < 256:
-            q = Image.fromarray(y8).quantize(colors=256 - n, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            q = Image.fromarray(y8).quantize(colors=256 - n, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
             extra = np.asarray(q.getpalette()[: 3 * (256 - n)], dtype=np.uint8).reshape(-1, 3)
         full_pal = np.concatenate([pal, extra], axis=0)
         lookup = full_pal.copy()
