@@ -49,11 +49,12 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator, *,
 
 @register("pixelate", "digital", "imagenet-c")
 def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
-    """Box-downscale to ``int(size * c)`` (at least 1 pixel), nearest-neighbour upscale back."""
+    """Box-downscale to ``int(size * c)`` (at least 1 pixel), nearest-neighbour upscale back (PIL-exact
+    pixel-centre convention, as ImageNet-C used PIL)."""
     c = PIXELATE[severity - 1]
     h, w, ch = x.shape
     small = cv2.resize(x, (max(1, int(w * c)), max(1, int(h * c))), interpolation=cv2.INTER_AREA)
-    return as_hwc(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST), ch)
+    return as_hwc(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT), ch)
 
 
 @register("jpeg_compression", "digital", "imagenet-c")
