@@ -16,12 +16,14 @@ from rac_losses.objective import RACConfig, RACOutput, rac_loss
 from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
 from rac_losses.partners import Partners, partner_loss
 from rac_losses.ranking import ranking_group_loss, ranking_partners
+from rac_losses.token_stats import TokenStats, token_stats_from_logits
 
 __all__ = [
     "CONFIDENCE_METHODS",
     "Partners",
     "RACConfig",
     "RACOutput",
+    "TokenStats",
     "corruption_partners",
     "pairwise_corruption_loss",
     "partner_loss",
@@ -29,6 +31,7 @@ __all__ = [
     "ranking_group_loss",
     "ranking_partners",
     "sequence_confidence",
+    "token_stats_from_logits",
 ]
 
 __version__ = "0.1.0"
