@@ -1,0 +1,106 @@
+"""The synthetic task: deterministic per seed, balanced, and scored as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rac_losses.demo.task import (
+    ANSWERS,
+    CANDIDATE_MASK,
+    EOS,
+    IMAGE_SIZE,
+    PAD,
+    QTYPES,
+    QUESTION_LEN,
+    SEP,
+    TOKEN,
+    VOCAB,
+    decode,
+    generate,
+    score_responses,
+)
+
+
+def test_deterministic_per_seed() -> None:
+    a, b, c = generate(64, 3), generate(64, 3), generate(64, 4)
+    for field in ("images", "questions", "answers", "qtypes"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.images, c.images)
+    # a prefix of a longer stream is the shorter stream
+    assert np.array_equal(generate(100, 3).images[:64], a.images)
+
+
+def test_does_not_touch_global_rng() -> None:
+    np.random.seed(0)
+    before = np.random.random()
+    np.random.seed(0)
+    generate(8, 1)
+    assert np.random.random() == before
+
+
+def test_shapes_and_dtypes() -> None:
+    b = generate(32, 0)
+    assert b.images.shape == (32, IMAGE_SIZE, IMAGE_SIZE, 3) and b.images.dtype == np.uint8
+    assert b.questions.shape == (32, QUESTION_LEN) and b.questions.dtype == np.int64
+    assert (b.questions[:, -1] == SEP).all()
+    for q, text in zip(b.qtypes, map(decode, b.questions)):
+        assert text.endswith("? <sep>")
+    assert CANDIDATE_MASK[b.qtypes, b.answers].all()  # every answer is a valid answer of its type
+
+
+def test_balanced() -> None:
+    n = 4000
+    b = generate(n, 0)
+    counts = np.bincount(b.qtypes, minlength=len(QTYPES))
+    assert np.all(np.abs(counts / n - 1 / len(QTYPES)) < 0.03), counts
+    for q, name in enumerate(QTYPES):
+        answers = b.answers[b.qtypes == q]
+        share = np.array([(answers == TOKEN[a]).mean() for a in ANSWERS[name]])
+        assert np.all(np.abs(share - 1 / len(ANSWERS[name])) < 0.06), (name, share)
+
+
+def test_images_depend_on_answers() -> None:
+    """Count questions: more shapes -> more saturated (shape-coloured) pixels."""
+    b = generate(800, 1)
+    sel = b.qtypes == QTYPES.index("count")
+    img = b.images[sel].astype(int)
+    saturation = (img.max(-1) - img.min(-1) > 100).mean((1, 2))
+    n = np.array([int(VOCAB[a]) for a in b.answers[sel]])
+    means = [saturation[n == k].mean() for k in (1, 2, 3, 4)]
+    assert means == sorted(means)
+
+
+def test_score_responses() -> None:
+    qtypes = np.array([0, 0, 1, 1, 3])
+    answers = np.array([TOKEN["2"], TOKEN["3"], TOKEN["red"], TOKEN["red"], TOKEN["yes"]])
+    responses = np.array(
+        [
+            [TOKEN["2"], EOS, PAD],  # correct
+            [TOKEN["2"], EOS, PAD],  # well formed, wrong
+            [TOKEN["red"], TOKEN["red"], EOS],  # malformed (extra token)
+            [TOKEN["circle"], EOS, PAD],  # malformed (not a colour)
+            [TOKEN["yes"], TOKEN["no"], TOKEN["no"]],  # no <eos>
+        ]
+    )
+    lengths = np.array([2, 2, 3, 2, 3])
+    correct, well, token = score_responses(responses, lengths, answers, qtypes)
+    assert correct.tolist() == [True, False, False, False, False]
+    assert well.tolist() == [True, True, False, False, False]
+    assert token.tolist() == [TOKEN["2"], TOKEN["2"], -1, -1, -1]
+
+
+def test_rejects_negative_n() -> None:
+    with pytest.raises(ValueError, match="n must be"):
+        generate(-1, 0)
+
+
+def test_core_never_imports_the_demo() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rac_losses, rac_losses.metrics, rac_losses.rewards, rac_losses.candidate_confidence; "
+        "assert not any(m.startswith('rac_losses.demo') for m in sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
