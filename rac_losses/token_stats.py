@@ -7,9 +7,9 @@
 The flattened ``[N*T, V]`` rows are processed in chunks of ``chunk_size`` rows. Forward casts one chunk
 into a reusable float32 buffer and computes, per row, the log-sum-exp, the token's log-probability, the
 entropy and (optionally) the top-k log-probabilities. A custom :class:`torch.autograd.Function` saves only
-the logits themselves (a reference, not a copy), the token ids and the small per-row results (log-sum-exp,
-entropy, top-k indices); backward recomputes the softmax chunk by chunk and writes the gradient chunk by
-chunk into a single gradient tensor of the logits' dtype, using
+the logits themselves (a reference, not a copy), the token ids and the small per-row results (row max,
+log of the partition sum, entropy, top-k indices); backward recomputes the softmax chunk by chunk and
+writes the gradient chunk by chunk into a single gradient tensor of the logits' dtype, using
 
 * ``d logp[tok] / dx = onehot(tok) - p``
 * ``d H / dx = -p * (log p + H)``
@@ -33,9 +33,10 @@ __all__ = ["TokenStats", "token_stats_from_logits", "default_chunk_size"]
 
 # Target number of elements of one float32 chunk buffer: 2**21 elements = 8 MiB, so the two buffers used
 # (16 MiB) plus the chunk of input stay within a typical 32 MiB L3 cache. Measured on a 2-core EPYC CPU
-# (V = 32000 and 152064, bfloat16, forward+backward): 2**18 to 2**23 elements all run within measurement
-# noise of each other (~0.35-0.55 s for 4096 x 32000); smaller chunks only add per-chunk Python overhead
-# and larger ones only add memory.
+# (N*T = 4096, V = 32000 and 152064, bfloat16, forward+backward): 2**21 to 2**24 elements run within
+# measurement noise of each other (~0.26 s for 4096 x 32000 on an idle machine); 2**20 and below were
+# as fast when idle but up to 10x slower when another process competed for a core (many small parallel
+# regions), and larger chunks only add memory.
 _CHUNK_ELEMENTS = 2**21
 
 
@@ -167,7 +168,7 @@ def _backward(
         grad = onehot terms - p * (c + g_H * (log p + H))
              = onehot terms + e * (a * y + b),   a = -g_H / Z,   b = (g_H * (log Z - H) - c) / Z
 
-    so each chunk costs: load, shift, exp, one fused multiply-add, one multiply, the scatters.
+    so each chunk costs: load, shift, exp, a multiply and an add (row constants), one multiply, the scatters.
     """
     n, t, v = logits.shape
     rows = n * t
@@ -200,7 +201,7 @@ def _backward(
         reader.load(y, s, e, shift=row_max[s:e])  # y = x - m
         torch.exp(y, out=p)  # e = exp(y) = p * Z
         if g_ent is not None:
-            torch.addcmul(b_all[s:e].unsqueeze(1), y, a_all[s:e].unsqueeze(1), out=y)
+            y.mul_(a_all[s:e].unsqueeze(1)).add_(b_all[s:e].unsqueeze(1))  # faster than addcmul on CPU
             p.mul_(y)
         else:
             p.mul_(b_all[s:e].unsqueeze(1))
