@@ -70,7 +70,10 @@ def corrupt(image: ImageT, name: str, severity: int, *, seed: int = 0, region: o
         y = spec.fn(x, severity, rng, max_value=work.max_value)
     if y.shape != x.shape:
         raise AssertionError(f"internal: {name} returned shape {y.shape} for input {x.shape}")
-    out = work.encode(np.asarray(y, dtype=np.float32))
+    y = np.asarray(y, dtype=np.float32)
+    if np.shares_memory(y, x):  # encode works in place; never on the working input
+        y = y.copy()
+    out = work.encode(y)
     if where is not None:
         out = composite(out, work.native, where)
     return work.build(out)

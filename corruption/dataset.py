@@ -198,7 +198,8 @@ def corrupt_dataset(
 
         bar = tqdm(total=n_rows * per_row, unit="img", desc="corrupting", disable=not progress, file=sys.stderr)
         if workers > 1:
-            pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers, initializer=_init_worker)
+            # spawn, not fork: forking a process that has started threads (OpenCV, torch, tqdm) can deadlock
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
         with pq.ParquetWriter(tmp, out_schema) as writer:
             row0 = 0
             for batch in pf.iter_batches(batch_size=batch_rows):

@@ -77,8 +77,8 @@ def _to_float(a: np.ndarray, max_value: int) -> np.ndarray:
 
 
 def _quantise(y: np.ndarray, max_value: int, dtype: np.dtype) -> np.ndarray:
-    """float32 in [0, 1] (clipped here) -> integer ``dtype``, round-half-up."""
-    y = np.clip(y, 0.0, 1.0)
+    """float32 in [0, 1] (clipped here, in place: ``y`` is consumed) -> integer ``dtype``, round-half-up."""
+    np.clip(y, 0.0, 1.0, out=y)
     y *= np.float32(max_value)
     y += np.float32(0.5)
     return y.astype(dtype)
