@@ -24,7 +24,7 @@ from rac_losses._validation import check_choice, check_finite, check_float_tenso
 
 __all__ = ["CANDIDATE_METHODS", "candidate_confidence"]
 
-CANDIDATE_METHODS: Final = ("neg_entropy", "max_prob", "log_max_prob")
+CANDIDATE_METHODS: Final = ("neg_entropy", "max_prob", "log_max_prob", "log_mass")
 
 
 def candidate_confidence(
@@ -42,6 +42,13 @@ def candidate_confidence(
       with ``normalize`` divided by ``log C`` so it lies in ``[-1, 0]`` whatever ``C`` (0 for ``C = 1``).
     - ``"max_prob"``: ``max_c p_c``, in ``[1/C, 1]`` (``normalize`` ignored).
     - ``"log_max_prob"``: ``log max_c p_c``, in ``[-log C, 0]`` (``normalize`` divides by ``log C``).
+    - ``"log_mass"``: ``logsumexp_c candidate_scores`` over the valid candidates, *not* renormalised: with
+      full-vocabulary log-probs as scores, the log of the probability that the answer is a valid candidate
+      at all, in ``(-inf, 0]`` (``normalize`` ignored). It is not a confidence in the answer but an anchor:
+      since the renormalised forms are blind to mass outside the candidates, a trainer that lowers them on
+      corrupted inputs can add ``-log_mass`` on those rows so the policy becomes unsure *among valid
+      answers* rather than leaving the answer space (answering "yes" to "how many"). Rows without a
+      candidate get 0.
 
     Higher = more confident. Differentiable in ``candidate_scores``; computed in float32 (float64 for
     float64 input). Masked-out entries may hold anything, including ``-inf``; they get zero gradient.
@@ -49,7 +56,8 @@ def candidate_confidence(
     no gradient; callers should mark such rows invalid in the losses.
 
     Args:
-        candidate_scores: ``[N, C]`` float: per candidate, its log-prob, sequence log-prob or logit.
+        candidate_scores: ``[N, C]`` float: per candidate, its log-prob, sequence log-prob or logit (only
+            differences within a row matter, except for ``"log_mass"``, which needs log-probs).
         candidate_mask: ``[N, C]`` bool or 0/1: which candidates are valid answers for the row.
         method: one of ``CANDIDATE_METHODS``.
         normalize: divide the entropy forms by ``log C`` (per row).
@@ -84,6 +92,9 @@ def candidate_confidence(
     log_c = count.clamp_min(1).to(dtype).log()
     denom = torch.where(count > 1, log_c, log_c.new_ones(()))
 
+    if method == "log_mass":
+        out = torch.logsumexp(scores, dim=-1)
+        return torch.where(has_any, out, out.new_zeros(()))
     if method == "max_prob":
         out = logp_all.max(-1).values.exp()
         return torch.where(has_any, out, out.new_ones(()))

@@ -20,6 +20,9 @@ def _reference(scores: torch.Tensor, mask: torch.Tensor, method: str, normalize:
         if c == 0:
             out.append(torch.tensor(1.0 if method == "max_prob" else 0.0, dtype=torch.float64))
             continue
+        if method == "log_mass":
+            out.append(torch.log(valid.double().exp().sum()))
+            continue
         p = torch.softmax(valid.double(), 0)
         if method == "max_prob":
             out.append(p.max())
@@ -57,6 +60,11 @@ def test_ranges(method: str) -> None:
     got = candidate_confidence(scores, mask, method=method)
     if method == "max_prob":
         assert ((got > 0) & (got <= 1)).all()
+    elif method == "log_mass":
+        log_probs = torch.log_softmax(scores, -1)
+        got = candidate_confidence(log_probs, mask, method=method)
+        assert (got <= 1e-9).all()
+        torch.testing.assert_close(got[2:].exp(), torch.where(mask, log_probs.exp(), 0.0).sum(1)[2:])
     else:
         assert ((got >= -1 - 1e-6) & (got <= 0)).all()
 
@@ -71,7 +79,7 @@ def test_invariant_to_row_shift_and_to_invalid_entries(seed: int, shift: float) 
     torch.testing.assert_close(candidate_confidence(garbage, mask), base)
 
 
-@pytest.mark.parametrize("method", CANDIDATE_METHODS)
+@pytest.mark.parametrize("method", [m for m in CANDIDATE_METHODS if m != "log_mass"])
 def test_gradient_only_moves_mass_among_valid_candidates(method: str) -> None:
     scores, mask = _inputs(1)
     scores = torch.where(mask, scores, torch.full_like(scores, -math.inf)).requires_grad_(True)
@@ -81,6 +89,15 @@ def test_gradient_only_moves_mass_among_valid_candidates(method: str) -> None:
     assert (grad[~mask] == 0).all()
     # shift invariance -> the gradient of each row sums to zero: no push onto (or off) the candidate set
     torch.testing.assert_close(grad.sum(1), torch.zeros(len(grad), dtype=grad.dtype))
+
+
+def test_log_mass_gradient_raises_every_valid_candidate() -> None:
+    scores, mask = _inputs(1)
+    logits = scores.clone().requires_grad_(True)
+    candidate_confidence(torch.log_softmax(logits, -1), mask, method="log_mass").sum().backward()
+    rows = mask.any(1)
+    assert (logits.grad[mask & rows.unsqueeze(1)] >= 0).all()
+    assert (logits.grad[~mask & rows.unsqueeze(1)] <= 0).all()
 
 
 def test_entropy_lowest_when_uniform() -> None:

@@ -28,7 +28,7 @@ from rac_losses.demo.train import ARMS, TrainConfig, grpo_train, make_policy, wa
 __all__ = ["main", "run_experiment", "DEFAULTS", "QUICK"]
 
 #: Default sizes (about 5-8 minutes on 2 CPU cores).
-DEFAULTS = dict(seeds=3, warmup_steps=600, steps=200, pool=4096, eval_size=1000)
+DEFAULTS = dict(seeds=3, warmup_steps=600, steps=300, pool=4096, eval_size=1000)
 #: ``--quick``: the whole pipeline in well under a minute (CI); numbers are not meaningful.
 QUICK = dict(seeds=1, warmup_steps=60, steps=8, pool=512, eval_size=200)
 

@@ -44,12 +44,16 @@ class ArmSpec:
     ``pair_confidence`` is a :func:`rac_losses.sequence_confidence` method (computed on the sampled
     response, via :func:`rac_losses.rac_loss`), or ``"candidate_neg_entropy"`` (the negative entropy of the
     policy's distribution over the question's valid answers, :func:`rac_losses.candidate_confidence.candidate_confidence`,
-    fed to :func:`rac_losses.pairwise_corruption_loss`).
+    fed to :func:`rac_losses.pairwise_corruption_loss`). ``pair_anchor`` (candidate confidence only) weighs
+    ``-log P(answer is a valid candidate)`` on the corrupted twins (``method="log_mass"``): the entropy over
+    the candidates is blind to mass outside them, and without the anchor the policy was seen to answer
+    corrupted images with a token of the wrong type ("no" to "how many shapes").
     """
 
     description: str
     rac: RACConfig = RACConfig(rank_coef=0.0, pair_coef=0.0)
     pair_confidence: str = "candidate_neg_entropy"
+    pair_anchor: float = 0.0
 
     @property
     def uses_twins(self) -> bool:
@@ -61,6 +65,7 @@ class ArmSpec:
 
 
 _RANK = dict(rank_coef=1.0, rank_confidence="mean_logprob", rank_link="logistic", rank_scale=2.0)
+_ANCHOR = 1.0
 _PAIR = dict(pair_coef=0.5, pair_link="hinge", pair_scale=1.0, pair_margin=0.3, pair_severity_margin=0.0)
 
 ARMS: dict[str, ArmSpec] = {
@@ -69,10 +74,12 @@ ARMS: dict[str, ArmSpec] = {
     "pair": ArmSpec(
         "GRPO + pairwise corruption loss (confidence: entropy over the valid answers)",
         RACConfig(rank_coef=0.0, **_PAIR),
+        pair_anchor=_ANCHOR,
     ),
     "rac": ArmSpec(
         "GRPO + both (RAC)",
         RACConfig(**_RANK, **_PAIR),
+        pair_anchor=_ANCHOR,
     ),
     "pair_logprob": ArmSpec(
         "GRPO + pairwise loss on the sampled response's mean log-prob (ablation)",
@@ -91,9 +98,9 @@ class TrainConfig:
     prompts: int = 32
     group_size: int = 8
     minibatches: int = 2
-    lr: float = 1e-3
+    lr: float = 5e-4
     clip: float = 0.2
-    twins: int = 4
+    twins: int = 2
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
@@ -235,7 +242,12 @@ def rac_terms(policy: TinyVLPolicy, arm: ArmSpec, mb: _Minibatch, step_log: dict
     if arm.pair_confidence == "candidate_neg_entropy":
         out = rac_loss(stats.logprobs, mb.mask, mb.reward, mb.group, token_entropy=stats.entropy, config=replace(cfg, pair_coef=0.0))
         candidates = CANDIDATES.to(dev)[torch.cat([mb.qtype, mb.qtype[tw]])]
-        conf = candidate_confidence(torch.cat([mb.ans_logits, tw_ans_logits]), candidates, method="neg_entropy")
+        answer_logprobs = torch.log_softmax(torch.cat([mb.ans_logits, tw_ans_logits]).float(), -1)
+        conf = candidate_confidence(answer_logprobs, candidates, method="neg_entropy")
+        anchor = conf.new_zeros(())
+        if arm.pair_anchor > 0:
+            anchor = -candidate_confidence(answer_logprobs[n:], candidates[n:], method="log_mass").mean()
+            step_log["anchor"] = float(anchor.detach())
         pair_loss = pairwise_corruption_loss(
             conf, severity, pair, link=cfg.pair_link, scale=cfg.pair_scale, margin=cfg.pair_margin,
             severity_margin=cfg.pair_severity_margin, detach_clean=cfg.pair_detach_clean,
@@ -244,7 +256,7 @@ def rac_terms(policy: TinyVLPolicy, arm: ArmSpec, mb: _Minibatch, step_log: dict
         step_log["conf_gap"] = float(conf[:n].detach().mean() - conf[n:].detach().mean())
         if cfg.rank_coef > 0:
             step_log["rank_loss"] = out.metrics["rank_loss"]
-        return out.loss + cfg.pair_coef * pair_loss
+        return out.loss + cfg.pair_coef * pair_loss + arm.pair_anchor * anchor
     out = rac_loss(
         torch.cat([stats.logprobs, tw_stats.logprobs]), torch.cat([mb.mask, mb.mask[tw]]),
         torch.cat([mb.reward, mb.reward[tw]]), torch.cat([mb.group, mb.group[tw]]),
