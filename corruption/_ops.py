@@ -70,12 +70,71 @@ def _motion_kernel(radius: int, sigma: float, angle_key: float, height: int, wid
     return kern, (int(ac), int(ar))
 
 
+@functools.lru_cache(maxsize=64)
+def _motion_plan(radius: int, sigma: float, angle_key: float, height: int, width: int):
+    """The motion kernel split into pieces small enough for OpenCV's direct (sparse, non-DFT) filter.
+
+    Returns ``(pad, pieces)``: ``pad = (top, bottom, left, right)`` edge replication and, per piece, its
+    kernel and the ``(row, col)`` offset of its top-left tap relative to the output pixel."""
+    kern, (ac, ar) = _motion_kernel(radius, sigma, angle_key, height, width)
+    ys, xs = np.nonzero(kern)
+    oy, ox = ys - ar, xs - ac
+    order = np.lexsort((np.abs(ox), np.abs(oy)))  # taps along the line
+    pieces, cur = [], []
+
+    def flush(taps):
+        ty = [t[0] for t in taps]
+        tx = [t[1] for t in taps]
+        y0, x0 = min(ty), min(tx)
+        k = np.zeros((max(ty) - y0 + 1, max(tx) - x0 + 1), dtype=np.float32)
+        for yy, xx in taps:
+            k[yy - y0, xx - x0] = kern[yy + ar, xx + ac]
+        pieces.append((k, int(y0), int(x0)))
+
+    for t in zip(oy[order].tolist(), ox[order].tolist()):
+        nxt = cur + [t]
+        ty = [q[0] for q in nxt]
+        tx = [q[1] for q in nxt]
+        if cur and (max(ty) - min(ty) + 1) * (max(tx) - min(tx) + 1) >= 49:
+            flush(cur)
+            cur = [t]
+        else:
+            cur = nxt
+    if cur:
+        flush(cur)
+    pad = (max(0, -int(oy.min())), max(0, int(oy.max())), max(0, -int(ox.min())), max(0, int(ox.max())))
+    return pad, tuple(pieces)
+
+
 def motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
-    """ImageNet-C motion blur of a float32 ``(H, W[, C])`` array (edges replicated); same shape."""
+    """ImageNet-C motion blur of a float32 ``(H, W[, C])`` array (edges replicated); same shape.
+
+    The line kernel is applied in pieces of fewer than 49 bounding-box pixels, each by OpenCV's direct
+    filter (which visits only non-zero taps), on an edge-replicated copy: much faster than one large
+    (FFT-filtered) kernel for this sparse line, and the same sum."""
     h, w = x.shape[:2]
-    kern, anchor = _motion_kernel(int(radius), float(sigma), round(float(angle), 6), h, w)
-    y = cv2.filter2D(x, -1, kern, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
-    return y.reshape(x.shape)
+    pad, pieces = _motion_plan(int(radius), float(sigma), round(float(angle), 6), h, w)
+    top, bottom, left, right = pad
+    if x.ndim == 3 and x.shape[2] > 1:  # the direct filter is much faster per plane
+        planes = [_motion_plane(np.ascontiguousarray(x[:, :, i]), pad, pieces) for i in range(x.shape[2])]
+        return cv2.merge(planes).reshape(x.shape)
+    return _motion_plane(x if x.ndim == 2 else x[:, :, 0], pad, pieces).reshape(x.shape)
+
+
+def _motion_plane(src: np.ndarray, pad: tuple[int, int, int, int], pieces: tuple) -> np.ndarray:
+    h, w = src.shape
+    top, bottom, left, right = pad
+    padded = cv2.copyMakeBorder(src, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    acc = None
+    for k, y0, x0 in pieces:
+        kh, kw = k.shape
+        sub = padded[top + y0:top + y0 + h + kh - 1, left + x0:left + x0 + w + kw - 1]
+        y = cv2.filter2D(sub, -1, k, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[:h, :w]
+        if acc is None:
+            acc = np.ascontiguousarray(y)
+        else:
+            cv2.add(acc, y, dst=acc)
+    return acc
 
 
 def plasma_fractal(rng: np.random.Generator, mapsize: int, wibbledecay: float) -> np.ndarray:

@@ -8,10 +8,11 @@ Inputs/outputs follow the contract in :mod:`._registry` (float32 ``(H, W, C)`` i
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
-from . import _alb
 from ._ops import as_hwc, gaussian
 from ._registry import register
 
@@ -25,26 +26,46 @@ SATURATE = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))  # HSV saturation *
 @register("contrast", "digital", "imagenet-c")
 def contrast(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """``(x - mean) * c + mean`` with per-channel means over the image."""
-    c = np.float32(CONTRAST[severity - 1])
-    mean = x.mean(axis=(0, 1), keepdims=True, dtype=np.float64).astype(np.float32)
-    return (x - mean) * c + mean
+    c = CONTRAST[severity - 1]
+    h, w, ch = x.shape
+    if x.size == 0:
+        return x.copy()
+    mean = cv2.mean(x)[:ch]  # float64 accumulation, per channel (numpy's axis=(0, 1) mean is ~40x slower)
+    # one fused pass: x * c + mean * (1 - c)
+    m = np.zeros((ch, ch + 1), dtype=np.float64)
+    for i in range(ch):
+        m[i, i] = c
+        m[i, ch] = mean[i] * (1.0 - c)
+    return as_hwc(cv2.transform(x, m), ch)
 
 
 @register("elastic_transform", "digital", "imagenet-c")
 def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Resample at ``(y + dy, x + dx)``, bilinear, mirrored edges; ``dx, dy`` are U(-m, m) fields
     (``m = 0.005 H``) smoothed by a Gaussian of sigma ``0.01 (H, W)`` truncated at 3 sigma, times alpha.
-    The warp is albumentations' ``remap``."""
+    The warp is OpenCV's ``remap`` (as albumentations' ``remap``)."""
     alpha = ELASTIC[severity - 1]
     h, w, c = x.shape
     m = 0.005 * h
     sigma = (0.01 * h, 0.01 * w)
-    fields = rng.uniform(-m, m, size=(2, h, w)).astype(np.float32)
-    dx = gaussian(fields[0], sigma, truncate=3.0, border=cv2.BORDER_REFLECT) * np.float32(alpha)
-    dy = gaussian(fields[1], sigma, truncate=3.0, border=cv2.BORDER_REFLECT) * np.float32(alpha)
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    y = _alb.geometric().remap(x, gx + dx, gy + dy, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
+    fields = rng.random((2, h, w), dtype=np.float32)  # U(0, 1); mapped to U(-m, m) after the (linear) blur
+    gx, gy = _grid(h, w)
+    scale = 2.0 * m * alpha
+    maps = []
+    for f, g in ((fields[0], gx), (fields[1], gy)):
+        d = gaussian(f, sigma, truncate=3.0, border=cv2.BORDER_REFLECT)  # Gaussian weights sum to 1
+        # g + alpha * (2m * blur(u) - m)
+        maps.append(cv2.addWeighted(d, scale, g, 1.0, -m * alpha))
+    y = cv2.remap(x, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return as_hwc(y, c)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = False
+    gy.flags.writeable = False
+    return gx, gy
 
 
 @register("pixelate", "digital", "imagenet-c")
@@ -59,16 +80,21 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_valu
 
 @register("jpeg_compression", "digital", "imagenet-c")
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
-    """8-bit JPEG round trip at the table's quality (albumentations' ``image_compression``, fed BGR so
-    that the luma/chroma split is the one PIL uses for RGB; 4:2:0 chroma subsampling)."""
+    """8-bit JPEG round trip at the table's quality (OpenCV's ``imencode``/``imdecode``, as albumentations'
+    ``image_compression``, fed BGR so that the luma/chroma split is the one PIL uses for RGB; 4:2:0
+    chroma subsampling)."""
     q = JPEG_QUALITY[severity - 1]
     c = x.shape[2]
-    x8 = (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    x8 = cv2.convertScaleAbs(np.clip(x, 0.0, 1.0), alpha=255.0)  # non-negative: |.| is a no-op; rounds to nearest
     if c == 3:
-        y8 = _alb.pixel().image_compression(np.ascontiguousarray(x8[:, :, ::-1]), q, ".jpg")[:, :, ::-1]
-    else:
-        y8 = _alb.pixel().image_compression(x8, q, ".jpg")
-    return as_hwc(y8.astype(np.float32) * np.float32(1.0 / 255.0), c)
+        x8 = cv2.cvtColor(x8, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", x8, (int(cv2.IMWRITE_JPEG_QUALITY), q))
+    if not ok:
+        raise RuntimeError("internal: JPEG encoding failed")
+    y8 = cv2.imdecode(buf, cv2.IMREAD_COLOR if c == 3 else cv2.IMREAD_GRAYSCALE)
+    if c == 3:
+        y8 = cv2.cvtColor(y8, cv2.COLOR_BGR2RGB)
+    return as_hwc(np.multiply(y8, np.float32(1.0 / 255.0), dtype=np.float32), c)
 
 
 @register("saturate", "digital", "imagenet-c-validation", needs_rgb=True)

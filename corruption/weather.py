@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _alb
 from ._frost import BANK_SIZE, TEXTURE_SIZE, frost_texture
-from ._ops import gaussian, luma, motion_blur, next_power_of_two, plasma_fractal
+from ._ops import LUMA, gaussian, luma, motion_blur, next_power_of_two, plasma_fractal
 from ._registry import register
 from ._seeding import standard_normal
 
@@ -52,13 +52,23 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: i
     layer *= scale
     layer += loc
     layer = _alb.blur().central_zoom(layer, zoom)
-    layer[layer < thresh] = 0.0
+    layer = cv2.threshold(layer, thresh, 0.0, cv2.THRESH_TOZERO)[1]  # < thresh -> 0 (== thresh: 0 too)
     np.clip(layer, 0.0, 1.0, out=layer)
     layer = motion_blur(layer, radius, sigma, rng.uniform(-135.0, -45.0))
-    layer = (np.rint(layer * 255.0) / 255.0).astype(np.float32)[:, :, None]
-    grey = luma(x) if c == 3 else x
-    y = blend * x + (1.0 - blend) * np.maximum(x, grey * 1.5 + 0.5)
-    return y + layer + layer[::-1, ::-1]
+    layer *= np.float32(255.0)
+    np.rint(layer, out=layer)
+    layer *= np.float32(1.0 / 255.0)
+    flakes = cv2.add(layer, cv2.flip(layer, -1))  # the layer plus its 180-degree rotation
+    if c == 3:  # grey * 1.5 + 0.5 replicated to 3 channels, one pass (ITU-R 601 luma)
+        k = np.concatenate([np.tile(1.5 * LUMA.astype(np.float64)[None, :], (3, 1)), np.full((3, 1), 0.5)], axis=1)
+        y = cv2.transform(x, k)
+    else:
+        y = cv2.addWeighted(x, 1.5, x, 0.0, 0.5).reshape(h, w, 1)
+    cv2.max(y, x, dst=y)
+    cv2.addWeighted(x, blend, y, 1.0 - blend, 0.0, dst=y)
+    y = y.reshape(h, w, c)
+    y += flakes.reshape(h, w, 1)
+    return y
 
 
 @register("frost", "weather", "imagenet-c")
