@@ -89,7 +89,16 @@ def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     """``float32`` array of ``shape`` with (16-bit quantile) N(0, 1) entries."""
     n = int(np.prod(shape))
     u = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
-    return np.take(_normal_table(), u).reshape(shape)
+    table = _normal_table()
+    out = np.empty(n, dtype=np.float32)
+    # in blocks: np.take converts the indices to intp, and one image-sized intp temporary costs more
+    # in page faults than the look-up itself
+    for i in range(0, n, _TAKE_BLOCK):
+        np.take(table, u[i:i + _TAKE_BLOCK], out=out[i:i + _TAKE_BLOCK])
+    return out.reshape(shape)
+
+
+_TAKE_BLOCK = 16384
 
 
 def uniform01(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -145,10 +154,18 @@ def poisson_from_levels(rng: np.random.Generator, levels_img: np.ndarray, scale:
     cdf, coarse = _poisson_tables(float(scale), int(levels))
     n = levels_img.size
     u = np.frombuffer(rng.bytes(4 * n), dtype=np.uint32).reshape(levels_img.shape)
-    flat = levels_img.astype(np.uint32)
-    flat <<= _BUCKET_BITS
-    flat |= u >> (32 - _BUCKET_BITS)
-    out = np.take(coarse.reshape(-1), flat)
+    table = coarse.reshape(-1)
+    lv = levels_img.reshape(-1)
+    uf = u.reshape(-1)
+    out = np.empty(n, dtype=np.uint8)
+    idx = np.empty(min(n, _TAKE_BLOCK), dtype=np.intp)
+    for i in range(0, n, _TAKE_BLOCK):  # in blocks: no image-sized index temporaries (see standard_normal)
+        j = min(n, i + _TAKE_BLOCK)
+        k = idx[: j - i]
+        np.left_shift(lv[i:j], _BUCKET_BITS, out=k, dtype=np.intp)
+        k |= uf[i:j] >> (32 - _BUCKET_BITS)
+        np.take(table, k, out=out[i:j])
+    out = out.reshape(levels_img.shape)
     amb = out == 255
     if amb.any():
         la = levels_img[amb].astype(np.intp)
