@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,7 +381,9 @@ def test_options_are_keyword_only() -> None:
 
 def test_import_does_not_load_plotting_or_sklearn() -> None:
     code = "import sys, rac_losses.metrics; print(sorted({'matplotlib', 'sklearn'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(  # cwd outside the repository root: test the installed package
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -117,7 +117,9 @@ def test_killed_run_leaves_no_output(tmp_path: Path, sig: int) -> None:
     before = _sha(src)
     cmd = [sys.executable, "-m", "rac_losses.corruption.cli", "dataset", str(src), str(dst), "--names", "glass_blur",
            "zoom_blur", "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # cwd outside the repository: from its root, `python -m` would import the source folder rac_losses/,
+    # which does not hold the installed rac_losses.corruption
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=tmp_path)
     deadline = time.time() + 120
     while not list(tmp_path.glob(".out.parquet.*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)

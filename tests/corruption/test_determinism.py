@@ -43,7 +43,10 @@ def _digests() -> dict[str, str]:
 def _run(reverse: bool, hashseed: str) -> dict[str, str]:
     code = _SCRIPT.format(here=str(Path(__file__).parent), reverse=reverse)
     env = dict(os.environ, PYTHONHASHSEED=hashseed)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=300)
+    # cwd outside the repository root, whose source folder rac_losses/ would shadow the installed package
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=300, cwd=Path(__file__).parent
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
