@@ -13,7 +13,6 @@ severities in the same order; only the losses differ.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -264,7 +263,3 @@ def rac_terms(policy: TinyVLPolicy, arm: ArmSpec, mb: _Minibatch, step_log: dict
     )
     step_log.update({k: v for k, v in out.metrics.items() if k in ("rank_loss", "pair_loss", "conf_gap")})
     return out.loss
-
-
-def clone_policy(policy: TinyVLPolicy) -> TinyVLPolicy:
-    return copy.deepcopy(policy)
