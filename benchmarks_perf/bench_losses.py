@@ -12,7 +12,8 @@ Usage::
     python benchmarks_perf/bench_losses.py            # full table, writes benchmarks_perf/results/losses.json
     python benchmarks_perf/bench_losses.py --quick    # a small smoke run
 
-Times are medians over ``--repeats`` runs (the loop reference: one run), on CPU unless ``--device cuda``.
+Times are medians (and minima) over ``--repeats`` runs (the loop reference: one run), on CPU unless
+``--device cuda``. The ratios use the minima, the least disturbed by other processes on a shared machine.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, repeats: int, device: str) -> float:
+def _time(fn, repeats: int, device: str) -> tuple[float, float]:
+    """(median, min) wall time of ``fn`` over ``repeats`` runs."""
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -51,7 +53,7 @@ def _time(fn, repeats: int, device: str) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def _grpo_advantage_loop_shape(token_level_rewards, response_mask, index, epsilon=1e-6):
@@ -101,13 +103,13 @@ def bench(sizes, group_sizes, repeats: int, loop_limit: int, device: str) -> lis
                 ranking_group_loss(c, reward, group, scale=2.0).backward()
 
             rac()  # warm-up
-            rac_s = _time(rac, repeats, device)
+            rac_s, rac_min = _time(rac, repeats, device)
 
             token_rewards = torch.zeros(n, T_RESPONSE)
             token_rewards[:, -1] = reward.cpu()
             response_mask = torch.ones(n, T_RESPONSE)
             uids = np.array([f"uid-{int(x)}" for x in group.cpu()], dtype=object)
-            grpo_s = _time(lambda: grpo_fn(token_rewards.clone(), response_mask, uids), max(1, repeats // 2), "cpu")
+            grpo_s, grpo_min = _time(lambda: grpo_fn(token_rewards.clone(), response_mask, uids), max(1, repeats // 2), "cpu")
 
             loop_s = None
             if n * group_size <= loop_limit:
@@ -117,11 +119,12 @@ def bench(sizes, group_sizes, repeats: int, loop_limit: int, device: str) -> lis
                     c = c64.clone().requires_grad_(True)
                     reference.ranking_loss(c, r64, g64, scale=2.0).backward()
 
-                loop_s = _time(loop, 1, "cpu")
+                loop_s, _ = _time(loop, 1, "cpu")
             row = dict(
-                n=n, group_size=group_size, rac_ms=rac_s * 1e3, grpo_adv_ms=grpo_s * 1e3,
+                n=n, group_size=group_size, rac_ms=rac_s * 1e3, rac_min_ms=rac_min * 1e3,
+                grpo_adv_ms=grpo_s * 1e3, grpo_adv_min_ms=grpo_min * 1e3,
                 loop_ms=None if loop_s is None else loop_s * 1e3,
-                speedup_vs_loop=None if loop_s is None else loop_s / rac_s, rac_over_grpo=rac_s / grpo_s,
+                speedup_vs_loop=None if loop_s is None else loop_s / rac_min, rac_over_grpo=rac_min / grpo_min,
             )
             rows.append(row)
             _print_row(row)
@@ -131,11 +134,9 @@ def bench(sizes, group_sizes, repeats: int, loop_limit: int, device: str) -> lis
 def _print_row(row: dict) -> None:
     loop = "-" if row["loop_ms"] is None else f"{row['loop_ms']:.0f}"
     speed = "-" if row["speedup_vs_loop"] is None else f"{row['speedup_vs_loop']:.0f}x"
-    print(
-        f"{row['n']:>6} {row['group_size']:>4} {row['rac_ms']:>10.2f} {loop:>10} {speed:>9} "
-        f"{row['grpo_adv_ms']:>11.1f} {row['rac_over_grpo']:>10.3f}",
-        flush=True,
-    )
+    rac = f"{row['rac_ms']:.2f} ({row['rac_min_ms']:.2f})"
+    grpo = f"{row['grpo_adv_ms']:.1f} ({row['grpo_adv_min_ms']:.1f})"
+    print(f"{row['n']:>6} {row['group_size']:>4} {rac:>17} {loop:>10} {speed:>9} {grpo:>15} {row['rac_over_grpo']:>9.3f}", flush=True)
 
 
 def main() -> None:
@@ -148,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes, group_sizes = ([256, 1024], [4, 16]) if args.quick else ([1024, 4096, 16384], [4, 8, 16, 64])
     print(f"ranking_group_loss forward+backward on {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'N':>6} {'G':>4} {'rac ms':>10} {'loop ms':>10} {'vs loop':>9} {'grpo adv ms':>11} {'rac/grpo':>10}")
+    print(f"{'N':>6} {'G':>4} {'rac ms med (min)':>17} {'loop ms':>10} {'vs loop':>9} {'grpo ms med (min)':>15} {'rac/grpo':>9}")
     rows, grpo_name = bench(sizes, group_sizes, args.repeats, args.loop_limit, args.device)
     print(f"grpo adv = {grpo_name}")
     result = dict(
