@@ -100,3 +100,11 @@ def consistency(c, table_pairs):
             score += sign * (0.0 if d == 0 else math.copysign(1.0, d))
         out.append(score / len(pairs))
     return out
+
+
+def value_and_grad(fn, confidence, *args, **kwargs):
+    """``fn(confidence, ...)`` and its gradient w.r.t. ``confidence`` (zeros when unused)."""
+    c = confidence.detach().clone().requires_grad_(True)
+    loss = fn(c, *args, **kwargs)
+    (grad,) = torch.autograd.grad(loss, c, allow_unused=True)
+    return loss.detach(), torch.zeros_like(c) if grad is None else grad

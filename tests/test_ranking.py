@@ -10,18 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
+from reference import value_and_grad
 from rac_losses import ranking_group_loss
 from strategies import batches, random_batch
 
 LINKS = ("logistic", "hinge", "squared_hinge")
 OPTIONS = list(itertools.product(LINKS, ("uniform", "reward_gap"), ("mean", "sum")))
-
-
-def value_and_grad(fn, confidence, *args, **kwargs):
-    c = confidence.detach().clone().requires_grad_(True)
-    loss = fn(c, *args, **kwargs)
-    (grad,) = torch.autograd.grad(loss, c, allow_unused=True)
-    return loss.detach(), torch.zeros_like(c) if grad is None else grad
 
 
 @pytest.mark.parametrize("link,pair_weight,reduction", OPTIONS)
