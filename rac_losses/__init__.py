@@ -3,6 +3,7 @@
 Pure torch functions on rows (one row = one prompt, response and image variant):
 
 - :func:`sequence_confidence`, :func:`token_stats_from_logits`: a confidence per response;
+- :func:`candidate_confidence`: a confidence over a question's valid answers (closed answer sets);
 - :func:`ranking_group_loss`: within a prompt's group, better rollouts must be more confident;
 - :func:`pairwise_corruption_loss`: the same response must be less confident on a corrupted image;
 - :func:`ranking_partners`, :func:`corruption_partners`, :func:`partner_loss`: the micro-batch (row) form;
@@ -11,6 +12,7 @@ Pure torch functions on rows (one row = one prompt, response and image variant):
 Calibration metrics live in :mod:`rac_losses.metrics`, reward-side forms in :mod:`rac_losses.rewards`.
 """
 
+from rac_losses.candidate_confidence import CANDIDATE_METHODS, candidate_confidence
 from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
 from rac_losses.objective import RACConfig, RACOutput, rac_loss
 from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
@@ -19,11 +21,13 @@ from rac_losses.ranking import ranking_group_loss, ranking_partners
 from rac_losses.token_stats import TokenStats, token_stats_from_logits
 
 __all__ = [
+    "CANDIDATE_METHODS",
     "CONFIDENCE_METHODS",
     "Partners",
     "RACConfig",
     "RACOutput",
     "TokenStats",
+    "candidate_confidence",
     "corruption_partners",
     "pairwise_corruption_loss",
     "partner_loss",

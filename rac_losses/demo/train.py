@@ -20,13 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rac_losses import RACConfig, pairwise_corruption_loss, rac_loss
-
-try:
-    from rac_losses import token_stats_from_logits
-except ImportError:  # older core without the top-level export
-    from rac_losses.token_stats import token_stats_from_logits
-from rac_losses.candidate_confidence import candidate_confidence
+from rac_losses import RACConfig, candidate_confidence, pairwise_corruption_loss, rac_loss, token_stats_from_logits
 from rac_losses.demo.corrupt import TwinCache
 from rac_losses.demo.policy import PolicyConfig, Rollout, TinyVLPolicy, images_to_tensor
 from rac_losses.demo.task import CANDIDATE_MASK, EOS, QUESTION_LEN, Batch, score_responses

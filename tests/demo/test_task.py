@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,4 +105,5 @@ def test_core_never_imports_the_demo() -> None:
         "import sys, rac_losses, rac_losses.metrics, rac_losses.rewards, rac_losses.candidate_confidence; "
         "assert not any(m.startswith('rac_losses.demo') for m in sys.modules), sorted(sys.modules)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # cwd outside the repository root, whose source folder rac_losses/ would shadow the installed package
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
