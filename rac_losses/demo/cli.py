@@ -9,6 +9,7 @@ budget, and evaluate it on clean and corrupted held-out images. Writes ``report.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import sys
@@ -133,6 +134,8 @@ def run_experiment(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:  # fail now, not after minutes of training
+        build_parser().error("the figures need matplotlib: pip install 'rac-losses[plot]'")
     sizes = dict(QUICK if args.quick else DEFAULTS)
     seeds = args.seeds if args.seeds is not None else list(range(sizes["seeds"]))
     config = TrainConfig(
