@@ -7,14 +7,15 @@ Pure torch functions on rows (one row = one prompt, response and image variant):
 - :func:`ranking_group_loss`: within a prompt's group, better rollouts must be more confident;
 - :func:`pairwise_corruption_loss`: the same response must be less confident on a corrupted image;
 - :func:`ranking_partners`, :func:`corruption_partners`, :func:`partner_loss`: the micro-batch (row) form;
-- :class:`RACConfig`, :func:`rac_loss`: both losses with one config and a metrics dict.
+- :class:`RACConfig`, :func:`rac_loss`: both losses with one config and a metrics dict;
+  :func:`rac_partners`, :func:`rac_partner_loss`: the same in the row form.
 
 Calibration metrics live in :mod:`rac_losses.metrics`, reward-side forms in :mod:`rac_losses.rewards`.
 """
 
 from rac_losses.candidate_confidence import CANDIDATE_METHODS, candidate_confidence
 from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
-from rac_losses.objective import RACConfig, RACOutput, rac_loss
+from rac_losses.objective import RACConfig, RACOutput, RACPartners, rac_loss, rac_partner_loss, rac_partners
 from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
 from rac_losses.partners import Partners, partner_loss
 from rac_losses.ranking import ranking_group_loss, ranking_partners
@@ -26,12 +27,15 @@ __all__ = [
     "Partners",
     "RACConfig",
     "RACOutput",
+    "RACPartners",
     "TokenStats",
     "candidate_confidence",
     "corruption_partners",
     "pairwise_corruption_loss",
     "partner_loss",
     "rac_loss",
+    "rac_partner_loss",
+    "rac_partners",
     "ranking_group_loss",
     "ranking_partners",
     "sequence_confidence",

@@ -3,6 +3,9 @@
 ``L = L_policy + rank_coef * L_rank + pair_coef * L_pair``. :func:`rac_loss` returns the RAC part
 (``rank_coef * L_rank + pair_coef * L_pair``); a trainer adds it to its own policy loss, computed on the
 clean rows only (corrupted twins take no part in the policy gradient).
+
+Trainers that split a batch into micro-batches use the row form: :func:`rac_partners` once per batch,
+then :func:`rac_partner_loss` per micro-batch; summed, they equal :func:`rac_loss` exactly.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from typing import NamedTuple
 import torch
 
 from rac_losses._validation import check_choice, check_float_tensor, check_mask, check_same_device
-from rac_losses.comparison import LINKS, check_rows, comparison_loss
+from rac_losses.comparison import LINKS, ComparisonTable, check_rows, comparison_loss
 from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
 from rac_losses.pairwise import check_severity, corruption_table
+from rac_losses.partners import Partners, partner_loss
 from rac_losses.ranking import PAIR_WEIGHTS, ranking_table
 
-__all__ = ["RACConfig", "RACOutput", "rac_loss"]
+__all__ = ["RACConfig", "RACOutput", "RACPartners", "rac_loss", "rac_partner_loss", "rac_partners"]
 
 
 def _check_nonnegative(value: object, name: str) -> None:
@@ -115,6 +119,89 @@ def _mean_or_zero(x: torch.Tensor, where: torch.Tensor) -> float:
     return float(x.detach()[where].sum()) / count if count else 0.0
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated batch: both losses' confidences and comparison tables."""
+
+    rows: torch.Tensor  # [N] bool, rows that take part in anything
+    clean: torch.Tensor  # [N] bool, severity == 0 (all rows without twins)
+    rank_confidence: torch.Tensor  # [N]
+    rank_table: ComparisonTable
+    pair_confidence: torch.Tensor | None  # [N], with twins only
+    pair_table: ComparisonTable | None
+
+
+def _check_rows_inputs(
+    token_logprobs: torch.Tensor, mask: torch.Tensor, config: RACConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(config, RACConfig):
+        raise TypeError(f"config must be a RACConfig, got {type(config).__name__}")
+    token_logprobs = check_float_tensor(token_logprobs, "token_logprobs", [None, None])
+    mask = check_mask(mask, "mask", list(token_logprobs.shape))
+    check_same_device([("token_logprobs", token_logprobs), ("mask", mask)])
+    return token_logprobs, mask
+
+
+def _confidences(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    token_entropy: torch.Tensor | None,
+    topk_logprobs: torch.Tensor | None,
+    config: RACConfig,
+    *,
+    with_pair: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(rank confidence, pair confidence or None)``, computing a shared method once."""
+
+    def confidence_for(method: str) -> torch.Tensor:
+        return sequence_confidence(
+            token_logprobs, mask, method=method, token_entropy=token_entropy, topk_logprobs=topk_logprobs
+        )
+
+    rank = confidence_for(config.rank_confidence)
+    if not with_pair:
+        return rank, None
+    return rank, rank if config.pair_confidence == config.rank_confidence else confidence_for(config.pair_confidence)
+
+
+def _prepare(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    group: torch.Tensor,
+    token_entropy: torch.Tensor | None,
+    topk_logprobs: torch.Tensor | None,
+    pair: torch.Tensor | None,
+    severity: torch.Tensor | None,
+    valid: torch.Tensor | None,
+    config: RACConfig,
+) -> _Prepared:
+    token_logprobs, mask = _check_rows_inputs(token_logprobs, mask, config)
+    rows = mask.any(-1)
+    if valid is not None:
+        rows = rows & check_mask(valid, "valid", [token_logprobs.shape[0]])
+    if (pair is None) != (severity is None):
+        raise ValueError("pair and severity must be given together (twins need both), or neither")
+    rank_confidence, pair_confidence = _confidences(
+        token_logprobs, mask, token_entropy, topk_logprobs, config, with_pair=pair is not None
+    )
+    pair_table = None
+    if pair is not None:
+        _, severity, pair, _ = check_rows(rank_confidence, severity, "severity", pair, "pair", rows)
+        check_severity(severity, rows)
+        clean = severity == 0
+        pair_table = corruption_table(
+            severity, pair, rows, severity_margin=config.pair_severity_margin, detach_clean=config.pair_detach_clean
+        )
+    else:
+        clean = torch.ones_like(rows)
+    _, reward, group, rank_rows = check_rows(rank_confidence, reward, "reward", group, "group", rows & clean)
+    rank_table = ranking_table(
+        reward, group, rank_rows, pair_weight=config.rank_pair_weight, tie_tolerance=config.rank_tie_tolerance
+    )
+    return _Prepared(rows, clean, rank_confidence, rank_table, pair_confidence, pair_table)
+
+
 def rac_loss(
     token_logprobs: torch.Tensor,
     mask: torch.Tensor,
@@ -153,54 +240,26 @@ def rac_loss(
         ValueError / TypeError: bad shapes, dtypes or devices (named), non-finite values on valid rows,
         only one of ``pair`` / ``severity`` given, a confidence method whose input was not passed.
     """
-    if not isinstance(config, RACConfig):
-        raise TypeError(f"config must be a RACConfig, got {type(config).__name__}")
-    token_logprobs = check_float_tensor(token_logprobs, "token_logprobs", [None, None])
-    n, t = token_logprobs.shape
-    mask = check_mask(mask, "mask", [n, t])
-    check_same_device([("token_logprobs", token_logprobs), ("mask", mask)])
-    rows = mask.any(-1)
-    if valid is not None:
-        rows = rows & check_mask(valid, "valid", [n])
-    if (pair is None) != (severity is None):
-        raise ValueError("pair and severity must be given together (twins need both), or neither")
-
-    def confidence_for(method: str) -> torch.Tensor:
-        return sequence_confidence(
-            token_logprobs, mask, method=method, token_entropy=token_entropy, topk_logprobs=topk_logprobs
-        )
-
-    confidence = confidence_for(config.rank_confidence)
-    if pair is not None:
-        _, severity, pair, _ = check_rows(confidence, severity, "severity", pair, "pair", rows)
-        check_severity(severity, rows)
-        clean = severity == 0
-    else:
-        clean = torch.ones_like(rows)
-    confidence, reward, group, rank_rows = check_rows(confidence, reward, "reward", group, "group", rows & clean)
-    table = ranking_table(reward, group, rank_rows, pair_weight=config.rank_pair_weight, tie_tolerance=config.rank_tie_tolerance)
+    batch = _prepare(token_logprobs, mask, reward, group, token_entropy, topk_logprobs, pair, severity, valid, config)
+    confidence = batch.rank_confidence
     rank, rank_pairs, rank_ok = comparison_loss(
-        confidence, table, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin, reduction="mean"
+        confidence, batch.rank_table, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin,
+        reduction="mean",
     )
     metrics = {
         "rank_loss": float(rank.detach()),
         "rank_pairs": float(rank_pairs),
         "rank_satisfied": rank_ok / rank_pairs if rank_pairs else 0.0,
-        "conf_mean": _mean_or_zero(confidence, rank_rows),
+        "conf_mean": _mean_or_zero(confidence, batch.rows & batch.clean),
     }
     pair_term = rank.new_zeros(())
-    if pair is not None:
-        pair_confidence = (
-            confidence if config.pair_confidence == config.rank_confidence else confidence_for(config.pair_confidence)
-        )
-        table = corruption_table(
-            severity, pair, rows, severity_margin=config.pair_severity_margin, detach_clean=config.pair_detach_clean
-        )
+    if batch.pair_table is not None and batch.pair_confidence is not None:
         pair_term, pair_pairs, pair_ok = comparison_loss(
-            pair_confidence, table, link=config.pair_link, scale=config.pair_scale, margin=config.pair_margin, reduction="mean"
+            batch.pair_confidence, batch.pair_table, link=config.pair_link, scale=config.pair_scale,
+            margin=config.pair_margin, reduction="mean",
         )
-        conf_clean = _mean_or_zero(pair_confidence, rows & clean)
-        conf_corrupted = _mean_or_zero(pair_confidence, rows & ~clean)
+        conf_clean = _mean_or_zero(batch.pair_confidence, batch.rows & batch.clean)
+        conf_corrupted = _mean_or_zero(batch.pair_confidence, batch.rows & ~batch.clean)
         metrics.update(
             pair_loss=float(pair_term.detach()),
             pair_pairs=float(pair_pairs),
@@ -211,3 +270,96 @@ def rac_loss(
         )
     loss = config.rank_coef * rank + config.pair_coef * pair_term
     return RACOutput(loss=loss, rank_loss=rank, pair_loss=pair_term, confidence=confidence, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class RACPartners:
+    """Both losses' detached partner tables for ``N`` rows (the row form of :func:`rac_loss`).
+
+    Attributes:
+        rank: the ranking loss's :class:`~rac_losses.Partners`.
+        pair: the pairwise loss's :class:`~rac_losses.Partners`, or ``None`` without twins.
+
+    Index with a ``LongTensor``, bool mask or slice for one micro-batch's rows; ``.to(device)`` moves both.
+    """
+
+    rank: Partners
+    pair: Partners | None
+
+    def __len__(self) -> int:
+        return len(self.rank)
+
+    def __getitem__(self, rows: torch.Tensor | slice) -> RACPartners:
+        return RACPartners(self.rank[rows], None if self.pair is None else self.pair[rows])
+
+    def to(self, device: torch.device | str) -> RACPartners:
+        """A copy with every table on ``device``."""
+        return RACPartners(self.rank.to(device), None if self.pair is None else self.pair.to(device))
+
+
+def rac_partners(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    group: torch.Tensor,
+    *,
+    token_entropy: torch.Tensor | None = None,
+    topk_logprobs: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
+    severity: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+    config: RACConfig = RACConfig(),
+) -> RACPartners:
+    """Partner tables of a whole batch for the row form of :func:`rac_loss`.
+
+    Call once per batch before the update, with the batch's log-probs (for example the old log-probs a PPO
+    trainer recomputes for every row); arguments as in :func:`rac_loss`. Then, for each micro-batch of row
+    indices ``idx``, ``rac_partner_loss(token_logprobs[idx], mask[idx], partners[idx], ...)``: summed over
+    any split of the batch, the values and gradients equal :func:`rac_loss`'s when the partner tables come
+    from the same parameters.
+    """
+    batch = _prepare(token_logprobs, mask, reward, group, token_entropy, topk_logprobs, pair, severity, valid, config)
+    rank = Partners.from_table(batch.rank_confidence, batch.rank_table, "mean")
+    if batch.pair_table is None or batch.pair_confidence is None:
+        return RACPartners(rank, None)
+    return RACPartners(rank, Partners.from_table(batch.pair_confidence, batch.pair_table, "mean"))
+
+
+def rac_partner_loss(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    partners: RACPartners,
+    *,
+    token_entropy: torch.Tensor | None = None,
+    topk_logprobs: torch.Tensor | None = None,
+    config: RACConfig = RACConfig(),
+) -> torch.Tensor:
+    """One micro-batch's share of :func:`rac_loss` (``rank_coef * L_rank + pair_coef * L_pair``).
+
+    Args:
+        token_logprobs: ``[n, T]`` the micro-batch rows' live log-probs; ``mask`` ``[n, T]``;
+            ``token_entropy`` / ``topk_logprobs`` as the configured confidence methods need.
+        partners: the same rows' slice of :func:`rac_partners`'s result (``partners_all[idx]``).
+        config: the config the partner tables were built with.
+
+    Returns:
+        0-d tensor, differentiable in the float inputs.
+
+    Raises:
+        TypeError / ValueError: as :func:`rac_loss`; ``partners`` not a :class:`RACPartners` or of another
+        length than the rows.
+    """
+    token_logprobs, mask = _check_rows_inputs(token_logprobs, mask, config)
+    if not isinstance(partners, RACPartners):
+        raise TypeError(f"partners must be a RACPartners table, got {type(partners).__name__}")
+    rank_confidence, pair_confidence = _confidences(
+        token_logprobs, mask, token_entropy, topk_logprobs, config, with_pair=partners.pair is not None
+    )
+    loss = config.rank_coef * partner_loss(
+        rank_confidence, partners.rank, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin
+    )
+    if partners.pair is not None and pair_confidence is not None:
+        loss = loss + config.pair_coef * partner_loss(
+            pair_confidence, partners.pair, link=config.pair_link, scale=config.pair_scale, margin=config.pair_margin
+        )
+    return loss

@@ -6,8 +6,18 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rac_losses import RACConfig, pairwise_corruption_loss, rac_loss, ranking_group_loss, sequence_confidence
+from rac_losses import (
+    RACConfig,
+    pairwise_corruption_loss,
+    rac_loss,
+    rac_partner_loss,
+    rac_partners,
+    ranking_group_loss,
+    sequence_confidence,
+)
 
 
 def _batch(seed: int = 0, prompts: int = 4, rollouts: int = 4, t: int = 7):
@@ -150,3 +160,44 @@ def test_config_argument_must_be_a_config():
     b = _batch()
     with pytest.raises(TypeError, match="config must be a RACConfig, got dict"):
         rac_loss(**b, config={"rank_coef": 1.0})
+
+
+@given(st.integers(0, 50), st.randoms(use_true_random=False), st.sampled_from(["hinge", "logistic"]))
+def test_row_form_sums_to_rac_loss_over_any_micro_batch_split(seed, rnd, pair_link):
+    b = _batch(seed)
+    config = RACConfig(rank_coef=0.6, pair_coef=0.4, pair_link=pair_link, pair_margin=0.1, pair_severity_margin=0.05)
+    partners = rac_partners(**b, config=config)
+
+    live = {k: b[k].clone().requires_grad_(True) for k in ("token_logprobs", "token_entropy")}
+    order = list(range(len(b["mask"])))
+    rnd.shuffle(order)
+    cuts = sorted(rnd.randint(0, len(order)) for _ in range(rnd.randint(0, 6)))
+    total = torch.zeros((), dtype=torch.float64)
+    for lo, hi in zip([0, *cuts], [*cuts, len(order)]):
+        rows = torch.tensor(order[lo:hi], dtype=torch.long)
+        part = rac_partner_loss(
+            live["token_logprobs"][rows], b["mask"][rows], partners[rows], token_entropy=live["token_entropy"][rows], config=config
+        )
+        part.backward()
+        total = total + part.detach()
+
+    whole = {k: b[k].clone().requires_grad_(True) for k in ("token_logprobs", "token_entropy")}
+    want = rac_loss(**{**b, **whole}, config=config).loss
+    want.backward()
+    torch.testing.assert_close(total, want.detach())
+    for name in live:
+        torch.testing.assert_close(live[name].grad, whole[name].grad)
+
+
+def test_row_form_without_twins_and_its_errors():
+    b = _batch(5)
+    clean = b["severity"] == 0
+    plain = {k: b[k][clean] for k in ("token_logprobs", "mask", "reward", "group")}
+    partners = rac_partners(**plain)
+    assert partners.pair is None and len(partners) == int(clean.sum())
+    value = rac_partner_loss(plain["token_logprobs"], plain["mask"], partners)
+    torch.testing.assert_close(value, rac_loss(**plain).loss)
+    with pytest.raises(TypeError, match="partners must be a RACPartners table, got Partners"):
+        rac_partner_loss(plain["token_logprobs"], plain["mask"], partners.rank)
+    with pytest.raises(ValueError, match=r"confidence must have shape \[2\], got \(3,\)"):
+        rac_partner_loss(plain["token_logprobs"][:3], plain["mask"][:3], partners[torch.tensor([0, 1])])
