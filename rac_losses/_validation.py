@@ -6,6 +6,8 @@ device, value) with a message that names the argument, what was expected and wha
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -16,6 +18,7 @@ __all__ = [
     "check_float_tensor",
     "check_index_tensor",
     "check_mask",
+    "check_number",
     "check_same_device",
     "check_shape",
 ]
@@ -91,6 +94,16 @@ def check_same_device(tensors: Iterable[tuple[str, torch.Tensor | None]]) -> Non
             raise ValueError(
                 f"{name} is on {t.device} but {first_name} is on {first.device}; all inputs must share a device"
             )
+
+
+def check_number(value: object, name: str, *, positive: bool = False) -> float:
+    """Raise unless ``value`` is a finite real number (not a bool) ``>= 0`` (``> 0`` with ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return value
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:

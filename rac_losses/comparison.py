@@ -25,6 +25,7 @@ from rac_losses._validation import (
     check_float_tensor,
     check_index_tensor,
     check_mask,
+    check_number,
     check_same_device,
     check_shape,
 )
@@ -50,10 +51,8 @@ def apply_link(x: torch.Tensor, link: str) -> torch.Tensor:
 def check_loss_options(link: str, scale: float, margin: float) -> None:
     """Validate the options every comparison loss takes."""
     check_choice(link, "link", LINKS)
-    if not isinstance(scale, (int, float)) or not scale > 0 or scale == float("inf"):
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    if not isinstance(margin, (int, float)) or not 0 <= margin < float("inf"):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    check_number(scale, "scale", positive=True)
+    check_number(margin, "margin")
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:
@@ -135,15 +134,16 @@ def comparison_loss(
     scale: float,
     margin: float,
     reduction: str,
-) -> tuple[torch.Tensor, int, int]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch form: every comparison of ``table`` once, gradient to the sides the table allows.
 
     Args:
         confidence: ``[N]`` float (upcast to at least float32).
 
     Returns:
-        ``(loss, comparisons, satisfied)``: the reduced loss (0-d tensor), the number of comparisons, and
-        how many of them already clear the margin (``scale * (c_a - c_b) - margin > 0``).
+        ``(loss, comparisons, satisfied)``: the reduced loss, the number of comparisons, and how many of
+        them already clear the margin (``scale * (c_a - c_b) - margin > 0``); all 0-d tensors (no host
+        synchronisation).
     """
     c = confidence.to(working_dtype(confidence))
     wins = table.sign > 0
@@ -155,9 +155,7 @@ def comparison_loss(
     # gaps near 0) would overflow the gradient
     weight = (table.weight * wins / table.normaliser(reduction)).to(c.dtype)
     loss = (weight * apply_link(x, link)).sum()
-    comparisons = int(wins.sum())
-    satisfied = int((wins & (x > 0)).sum())
-    return loss, comparisons, satisfied
+    return loss, wins.sum(), (wins & (x > 0)).sum()
 
 
 def check_rows(

@@ -10,13 +10,12 @@ then :func:`rac_partner_loss` per micro-batch; summed, they equal :func:`rac_los
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import torch
 
-from rac_losses._validation import check_choice, check_float_tensor, check_mask, check_same_device
+from rac_losses._validation import check_choice, check_float_tensor, check_mask, check_number, check_same_device
 from rac_losses.comparison import LINKS, ComparisonTable, check_rows, comparison_loss
 from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
 from rac_losses.pairwise import check_severity, corruption_table
@@ -24,11 +23,6 @@ from rac_losses.partners import Partners, partner_loss
 from rac_losses.ranking import PAIR_WEIGHTS, ranking_table
 
 __all__ = ["RACConfig", "RACOutput", "RACPartners", "rac_loss", "rac_partner_loss", "rac_partners"]
-
-
-def _check_nonnegative(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -73,15 +67,12 @@ class RACConfig:
 
     def __post_init__(self) -> None:
         for name in ("rank_coef", "pair_coef", "rank_tie_tolerance", "pair_severity_margin"):
-            _check_nonnegative(getattr(self, name), name)
+            check_number(getattr(self, name), name)
         for prefix in ("rank", "pair"):
             check_choice(getattr(self, f"{prefix}_confidence"), f"{prefix}_confidence", CONFIDENCE_METHODS)
             check_choice(getattr(self, f"{prefix}_link"), f"{prefix}_link", LINKS)
-            _check_nonnegative(getattr(self, f"{prefix}_margin"), f"{prefix}_margin")
-            scale = getattr(self, f"{prefix}_scale")
-            _check_nonnegative(scale, f"{prefix}_scale")
-            if scale == 0:
-                raise ValueError(f"{prefix}_scale must be > 0, got {scale!r}")
+            check_number(getattr(self, f"{prefix}_margin"), f"{prefix}_margin")
+            check_number(getattr(self, f"{prefix}_scale"), f"{prefix}_scale", positive=True)
         check_choice(self.rank_pair_weight, "rank_pair_weight", PAIR_WEIGHTS)
         if not isinstance(self.pair_detach_clean, bool):
             raise TypeError(f"pair_detach_clean must be a bool, got {type(self.pair_detach_clean).__name__}")
@@ -177,9 +168,9 @@ def _prepare(
     config: RACConfig,
 ) -> _Prepared:
     token_logprobs, mask = _check_rows_inputs(token_logprobs, mask, config)
+    if valid is not None:  # invalid rows may hold anything: their tokens count for nothing
+        mask = mask & check_mask(valid, "valid", [token_logprobs.shape[0]]).unsqueeze(1)
     rows = mask.any(-1)
-    if valid is not None:
-        rows = rows & check_mask(valid, "valid", [token_logprobs.shape[0]])
     if (pair is None) != (severity is None):
         raise ValueError("pair and severity must be given together (twins need both), or neither")
     rank_confidence, pair_confidence = _confidences(
@@ -242,10 +233,11 @@ def rac_loss(
     """
     batch = _prepare(token_logprobs, mask, reward, group, token_entropy, topk_logprobs, pair, severity, valid, config)
     confidence = batch.rank_confidence
-    rank, rank_pairs, rank_ok = comparison_loss(
+    rank, rank_count, rank_ok_count = comparison_loss(
         confidence, batch.rank_table, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin,
         reduction="mean",
     )
+    rank_pairs, rank_ok = int(rank_count), int(rank_ok_count)
     metrics = {
         "rank_loss": float(rank.detach()),
         "rank_pairs": float(rank_pairs),
@@ -254,10 +246,11 @@ def rac_loss(
     }
     pair_term = rank.new_zeros(())
     if batch.pair_table is not None and batch.pair_confidence is not None:
-        pair_term, pair_pairs, pair_ok = comparison_loss(
+        pair_term, pair_count, pair_ok_count = comparison_loss(
             batch.pair_confidence, batch.pair_table, link=config.pair_link, scale=config.pair_scale,
             margin=config.pair_margin, reduction="mean",
         )
+        pair_pairs, pair_ok = int(pair_count), int(pair_ok_count)
         conf_clean = _mean_or_zero(batch.pair_confidence, batch.rows & batch.clean)
         conf_corrupted = _mean_or_zero(batch.pair_confidence, batch.rows & ~batch.clean)
         metrics.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rac_losses._validation import check_choice
+from rac_losses._validation import check_choice, check_number
 from rac_losses.comparison import (
     REDUCTIONS,
     ComparisonTable,
@@ -31,8 +31,7 @@ def corruption_table(
     The extra margin of a comparison is ``severity_margin * (severity_b - severity_a)``. With
     ``detach_clean`` the less corrupted side of every comparison is treated as a constant.
     """
-    if not isinstance(severity_margin, (int, float)) or not 0 <= severity_margin < float("inf"):
-        raise ValueError(f"severity_margin must be a finite number >= 0, got {severity_margin!r}")
+    check_number(severity_margin, "severity_margin")
     if not isinstance(detach_clean, bool):
         raise TypeError(f"detach_clean must be a bool, got {type(detach_clean).__name__}")
     members = group_members(pair, valid)

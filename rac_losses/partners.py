@@ -67,6 +67,8 @@ class Partners:
         return self.confidence.shape[0]
 
     def __getitem__(self, rows: torch.Tensor | slice) -> Partners:
+        if not isinstance(rows, (torch.Tensor, slice)):
+            raise TypeError(f"rows must be a 1-D LongTensor, a bool mask or a slice, got {type(rows).__name__}")
         if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool and rows.shape != (len(self),):
             raise ValueError(f"a bool row mask must have shape [{len(self)}], got {tuple(rows.shape)}")
         if isinstance(rows, torch.Tensor) and (rows.is_floating_point() or rows.ndim != 1):
@@ -111,9 +113,11 @@ def partner_loss(
         raise TypeError(f"partners must be a Partners table, got {type(partners).__name__}")
     confidence = check_float_tensor(confidence, "confidence", [len(partners)])
     check_same_device([("confidence", confidence), ("partners", partners.confidence)])
-    check_finite(confidence, "confidence")
-    c = confidence.to(working_dtype(confidence))
     has = partners.sign != 0
+    compared = has.any(1)  # rows without comparisons (padding, twins in the ranking table) may hold anything
+    check_finite(confidence, "confidence", compared)
+    c = confidence.to(working_dtype(confidence))
+    c = torch.where(compared, c, c.new_zeros(()))
     gap = torch.where(has, partners.sign.to(c.dtype) * (c.unsqueeze(1) - partners.confidence.to(c.dtype)), c.new_zeros(()))
     weight = (partners.weight / partners.normaliser).to(c.dtype)  # normalised first, as in the batch form
     term = torch.where(has, weight * apply_link(scale * gap - (margin + partners.extra_margin.to(c.dtype)), link), c.new_zeros(()))

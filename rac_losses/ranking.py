@@ -6,7 +6,7 @@ from typing import Final
 
 import torch
 
-from rac_losses._validation import check_choice
+from rac_losses._validation import check_choice, check_number
 from rac_losses.comparison import (
     REDUCTIONS,
     ComparisonTable,
@@ -36,8 +36,7 @@ def ranking_table(
         reward: ``[N]`` real, group: ``[N]`` integer ids, valid: ``[N]`` bool (already validated).
     """
     check_choice(pair_weight, "pair_weight", PAIR_WEIGHTS)
-    if not isinstance(tie_tolerance, (int, float)) or not 0 <= tie_tolerance < float("inf"):
-        raise ValueError(f"tie_tolerance must be a finite number >= 0, got {tie_tolerance!r}")
+    check_number(tie_tolerance, "tie_tolerance")
     members = group_members(group, valid)
     present = members >= 0
     partner = members.clamp_min(0)
@@ -45,6 +44,8 @@ def ranking_table(
     r = torch.where(valid, r, r.new_zeros(()))  # invalid rows may hold NaN; they have no members anyway
     diff = torch.where(present, r.unsqueeze(1) - r[partner], r.new_zeros(()))
     sign = ((diff > tie_tolerance).to(r.dtype) - (diff < -tie_tolerance).to(r.dtype)) * present
+    if pair_weight == "reward_gap" and not bool(torch.isfinite(diff).all()):
+        raise ValueError(f"reward gaps overflow {r.dtype} with pair_weight='reward_gap'; rescale the rewards")
     weight = sign.abs() if pair_weight == "uniform" else diff.abs() * sign.abs()
     return ComparisonTable(partner=partner, sign=sign, weight=weight, extra_margin=torch.zeros_like(weight))
 

@@ -68,6 +68,14 @@ def test_bad_loss_options(fn, kwargs, pattern):
         fn(GOOD["confidence"], GOOD["values"], GOOD["key"], **kwargs)
 
 
+@pytest.mark.parametrize("fn", [ranking_group_loss, pairwise_corruption_loss])
+@pytest.mark.parametrize("kwargs", [dict(scale=True), dict(margin="0.1"), dict(scale=None)])
+def test_non_number_options_raise_type_error(fn, kwargs):
+    (name,) = kwargs
+    with pytest.raises(TypeError, match=f"{name} must be a number"):
+        fn(GOOD["confidence"], GOOD["values"], GOOD["key"], **kwargs)
+
+
 @pytest.mark.parametrize(
     "kwargs,error,pattern",
     [
@@ -95,6 +103,14 @@ def test_bad_pairwise_options(kwargs, error, pattern):
 def test_negative_severity_raises():
     with pytest.raises(ValueError, match="severity must be >= 0"):
         pairwise_corruption_loss(GOOD["confidence"], torch.tensor([0, -1, 0, 1]), GOOD["key"])
+
+
+def test_reward_gap_overflow_raises_instead_of_nan():
+    reward = torch.tensor([3e38, -3e38, 0.0, 1.0])
+    with pytest.raises(ValueError, match="reward gaps overflow torch.float32 with pair_weight='reward_gap'"):
+        ranking_group_loss(GOOD["confidence"], reward, torch.zeros(N, dtype=torch.long), pair_weight="reward_gap")
+    # uniform weights only need the order of the rewards: finite
+    assert torch.isfinite(ranking_group_loss(GOOD["confidence"], reward, torch.zeros(N, dtype=torch.long)))
 
 
 def test_bool_reward_raises():

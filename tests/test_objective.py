@@ -112,6 +112,9 @@ def test_empty_mask_rows_and_invalid_rows_take_part_in_nothing():
     out = rac_loss(**padded)
     torch.testing.assert_close(out.loss, base.loss)
     flagged = {k: torch.cat([v, v[:3]]) for k, v in b.items()}
+    flagged["token_logprobs"][n:] = float("nan")  # rows flagged invalid may hold anything
+    flagged["token_entropy"][n:] = float("inf")
+    flagged["reward"][n:] = float("nan")
     out2 = rac_loss(**flagged, valid=torch.arange(n + 3) < n)
     torch.testing.assert_close(out2.loss, base.loss)
 
@@ -138,7 +141,8 @@ def test_pair_without_severity_raises():
         ("pair_coef", float("nan"), ValueError, "pair_coef must be a finite number >= 0"),
         ("rank_confidence", "entropy", ValueError, "unknown rank_confidence 'entropy'; expected one of"),
         ("pair_link", "relu", ValueError, "unknown pair_link 'relu'; expected one of 'logistic', 'hinge', 'squared_hinge'"),
-        ("rank_scale", 0.0, ValueError, "rank_scale must be > 0"),
+        ("rank_scale", 0.0, ValueError, "rank_scale must be a finite number > 0"),
+        ("rank_scale", True, TypeError, "rank_scale must be a number, got bool"),
         ("pair_margin", -1.0, ValueError, "pair_margin must be a finite number >= 0"),
         ("rank_pair_weight", "gap", ValueError, "unknown rank_pair_weight 'gap'"),
         ("pair_detach_clean", 1, TypeError, "pair_detach_clean must be a bool"),

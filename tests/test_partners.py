@@ -93,6 +93,24 @@ def test_indexing_by_mask_long_tensor_and_slice_agree():
     assert isinstance(moved, Partners) and moved.confidence.device.type == "cpu"
 
 
+def test_rows_without_comparisons_may_hold_anything_in_both_forms():
+    c = torch.tensor([0.3, -0.2, float("nan"), 0.1], requires_grad=True)
+    reward, group = torch.tensor([1.0, 0.0, 1.0, 0.5]), torch.tensor([7, 7, 7, 7])
+    valid = torch.tensor([True, True, False, True])
+    batch = ranking_group_loss(c, reward, group, valid=valid)
+    partners = ranking_partners(c.detach(), reward, group, valid=valid)
+    rows = partner_loss(c, partners)
+    torch.testing.assert_close(rows, batch)
+    rows.backward()
+    assert bool(torch.isfinite(c.grad).all()) and c.grad[2] == 0
+
+
+def test_integer_row_index_is_refused():
+    partners = ranking_partners(torch.randn(4), torch.randn(4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="rows must be a 1-D LongTensor, a bool mask or a slice, got int"):
+        partners[2]
+
+
 def test_partner_tables_are_detached():
     c = torch.randn(6, requires_grad=True)
     partners = ranking_partners(c, torch.tensor([0.0, 1, 2, 0, 1, 2]), torch.tensor([1, 1, 1, 2, 2, 2]))
