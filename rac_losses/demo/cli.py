@@ -29,7 +29,7 @@ from rac_losses.demo.train import ARMS, TrainConfig, grpo_train, make_policy, wa
 __all__ = ["main", "run_experiment", "DEFAULTS", "QUICK"]
 
 #: Default sizes (about 6-9 minutes on one core of a busy 2-core machine).
-DEFAULTS = dict(seeds=3, warmup_steps=600, steps=250, pool=4096, eval_size=1000)
+DEFAULTS = dict(seeds=3, warmup_steps=TrainConfig.warmup_steps, steps=TrainConfig.steps, pool=4096, eval_size=1000)
 #: ``--quick``: the whole pipeline in well under a minute (CI); numbers are not meaningful.
 QUICK = dict(seeds=1, warmup_steps=60, steps=8, pool=512, eval_size=200)
 

@@ -84,10 +84,10 @@ ARMS: dict[str, ArmSpec] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    warmup_steps: int = 250
+    warmup_steps: int = 600
     warmup_batch: int = 64
     warmup_lr: float = 2e-3
-    steps: int = 150
+    steps: int = 250
     prompts: int = 32
     group_size: int = 8
     minibatches: int = 2
