@@ -113,7 +113,7 @@ def test_dataset_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_run_leaves_no_output(tmp_path: Path, sig: int) -> None:
     src, dst = tmp_path / "in.parquet", tmp_path / "out.parquet"
-    _write(src, 40, nested=False, h=160, w=200)
+    _write(src, 160, nested=False, h=160, w=200)  # long enough that it is still running when killed
     before = _sha(src)
     cmd = [sys.executable, "-m", "rac_losses.corruption.cli", "dataset", str(src), str(dst), "--names", "glass_blur",
            "zoom_blur", "--workers", "2", "--no-progress"]
