@@ -20,6 +20,7 @@ from typing import Final
 
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_choice, check_finite, check_float_tensor, check_mask, check_same_device
 
 __all__ = ["CANDIDATE_METHODS", "candidate_confidence"]
@@ -80,7 +81,7 @@ def candidate_confidence(
     check_same_device([("candidate_scores", candidate_scores), ("candidate_mask", candidate_mask)])
     check_finite(candidate_scores, "candidate_scores", candidate_mask)
 
-    dtype = torch.promote_types(candidate_scores.dtype, torch.float32)
+    dtype = working_dtype(candidate_scores)
     count = candidate_mask.sum(-1)
     has_any = count > 0
     # rows without a candidate: make every slot valid (finite zeros) so nothing is NaN, then overwrite

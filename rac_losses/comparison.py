@@ -19,6 +19,7 @@ from typing import Final
 import torch
 import torch.nn.functional as F
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import (
     check_choice,
     check_finite,
@@ -53,11 +54,6 @@ def check_loss_options(link: str, scale: float, margin: float) -> None:
     check_choice(link, "link", LINKS)
     check_number(scale, "scale", positive=True)
     check_number(margin, "margin")
-
-
-def working_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32 for half-precision and float32 input, float64 stays float64."""
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 @dataclass(frozen=True)

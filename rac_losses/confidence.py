@@ -6,6 +6,7 @@ from typing import Final
 
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_choice, check_finite, check_float_tensor, check_mask, check_same_device
 
 __all__ = ["CONFIDENCE_METHODS", "sequence_confidence"]
@@ -62,7 +63,7 @@ def sequence_confidence(
     n, t = token_logprobs.shape
     mask = check_mask(mask, "mask", [n, t])
     check_same_device([("token_logprobs", token_logprobs), ("mask", mask)])
-    dtype = torch.promote_types(token_logprobs.dtype, torch.float32)
+    dtype = working_dtype(token_logprobs)
 
     if method in ("mean_logprob", "prob"):
         check_finite(token_logprobs, "token_logprobs", mask)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_choice, check_finite, check_float_tensor, check_mask, check_shape
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _validate(confidence: object, correct: object) -> _Inputs:
     conf = check_float_tensor(_to_tensor(confidence, "confidence"), "confidence", [None])
     if conf.numel() == 0:
         raise ValueError("confidence must be non-empty, got shape (0,)")
-    conf = conf.to(torch.promote_types(conf.dtype, torch.float32))
+    conf = conf.to(working_dtype(conf))
     check_finite(conf, "confidence")
     _check_unit_interval(conf, "confidence")
     corr = _to_tensor(correct, "correct")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_choice, check_number
 from rac_losses.comparison import (
     REDUCTIONS,
@@ -37,7 +38,7 @@ def corruption_table(
     members = group_members(pair, valid)
     present = members >= 0
     partner = members.clamp_min(0)
-    s = severity.to(torch.promote_types(severity.dtype, torch.float32))
+    s = severity.to(working_dtype(severity))
     s = torch.where(valid, s, s.new_zeros(()))
     gap = torch.where(present, s[partner] - s.unsqueeze(1), s.new_zeros(()))  # > 0: the row is the cleaner side
     sign = (gap > 0).to(s.dtype) - (gap < 0).to(s.dtype)

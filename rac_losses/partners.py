@@ -19,7 +19,8 @@ from dataclasses import dataclass, fields
 import torch
 
 from rac_losses._validation import check_finite, check_float_tensor, check_same_device
-from rac_losses.comparison import ComparisonTable, apply_link, check_loss_options, working_dtype
+from rac_losses._dtypes import working_dtype
+from rac_losses.comparison import ComparisonTable, apply_link, check_loss_options
 
 __all__ = ["Partners", "partner_loss"]
 

@@ -6,6 +6,7 @@ from typing import Final
 
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_choice, check_number
 from rac_losses.comparison import (
     REDUCTIONS,
@@ -40,7 +41,7 @@ def ranking_table(
     members = group_members(group, valid)
     present = members >= 0
     partner = members.clamp_min(0)
-    r = reward.to(torch.promote_types(reward.dtype, torch.float32))
+    r = reward.to(working_dtype(reward))
     r = torch.where(valid, r, r.new_zeros(()))  # invalid rows may hold NaN; they have no members anyway
     diff = torch.where(present, r.unsqueeze(1) - r[partner], r.new_zeros(()))
     sign = ((diff > tie_tolerance).to(r.dtype) - (diff < -tie_tolerance).to(r.dtype)) * present

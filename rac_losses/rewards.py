@@ -17,6 +17,7 @@ import re
 
 import torch
 
+from rac_losses._dtypes import working_dtype
 from rac_losses.comparison import ComparisonTable, check_rows
 from rac_losses.pairwise import check_severity, corruption_table
 from rac_losses.ranking import ranking_table
@@ -73,7 +74,7 @@ def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch
             raise TypeError("confidence and correct must both be tensors or both be numbers")
         if confidence.shape != correct.shape:
             raise ValueError(f"correct must have the shape of confidence {tuple(confidence.shape)}, got {tuple(correct.shape)}")
-        conf = confidence.to(torch.promote_types(confidence.dtype, torch.float32))
+        conf = confidence.to(working_dtype(confidence))
         target = correct.to(conf.dtype)
         for name, x in (("confidence", conf), ("correct", target)):
             if not bool(((x >= 0) & (x <= 1)).all()):
@@ -86,7 +87,7 @@ def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch
 
 
 def _consistency(confidence: torch.Tensor, table: ComparisonTable) -> torch.Tensor:
-    c = confidence.detach().to(torch.promote_types(confidence.dtype, torch.float32))
+    c = confidence.detach().to(working_dtype(confidence))
     order = torch.sign(c.unsqueeze(1) - c[table.partner])
     has = table.sign != 0
     agreement = torch.where(has, table.sign.to(c.dtype) * order, c.new_zeros(())).sum(1)

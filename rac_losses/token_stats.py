@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_float_tensor, check_index_tensor, check_same_device
 
 __all__ = ["TokenStats", "token_stats_from_logits", "default_chunk_size"]
@@ -60,12 +61,6 @@ class TokenStats(NamedTuple):
 def default_chunk_size(vocab_size: int) -> int:
     """Default number of rows per chunk for a vocabulary of ``vocab_size``: about 2**21 elements."""
     return max(1, _CHUNK_ELEMENTS // max(1, int(vocab_size)))
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # float32 for float32/float16/bfloat16 (and any other narrow float); float64 stays float64 so that
-    # double-precision callers (and gradcheck) keep their precision.
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _Rows:
@@ -111,7 +106,7 @@ def _forward(
     ``logsumexp = m + log Z``; the two halves are kept apart so backward recomputes ``x - m`` exactly.)"""
     n, t, v = logits.shape
     rows = n * t
-    cd = _compute_dtype(logits.dtype)
+    cd = working_dtype(logits)
     dev = logits.device
     tok_lp = torch.empty(rows, dtype=cd, device=dev)
     ent = torch.empty(rows, dtype=cd, device=dev)
