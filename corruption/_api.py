@@ -62,6 +62,20 @@ def corrupt(image: ImageT, name: str, severity: int, *, seed: int = 0, region: o
     work = to_working(image)
     where = parse_region(region, work.height, work.width)
     rng = make_rng(seed, name, image_digest(work.tag, work.native, work.digest_extra))
+    x8 = work.u8
+    if spec.u8 is not None and x8 is not None and not (spec.needs_rgb and x8.shape[2] == 1):
+        # 8-bit fast path: no float conversion and quantisation round trip
+        y8 = spec.u8(x8, severity, rng)
+        if y8.ndim == 2 and x8.shape[2] == 1:
+            y8 = y8[:, :, None]
+        if y8.shape != x8.shape or y8.dtype != np.uint8:
+            raise AssertionError(f"internal: {name} (8-bit) returned {y8.dtype} {y8.shape} for input {x8.shape}")
+        if np.shares_memory(y8, work.native):  # the output never aliases the input
+            y8 = y8.copy()
+        out = work.encode_u8(y8)
+        if where is not None:
+            out = composite(out, work.native, where)
+        return work.build(out)
     x = work.color
     channels = x.shape[2]
     if spec.needs_rgb and channels == 1:

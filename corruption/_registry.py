@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-__all__ = ["Corruption", "register", "get", "REGISTRY", "FAMILIES", "SEVERITIES"]
+__all__ = ["Corruption", "register", "register_u8", "get", "REGISTRY", "FAMILIES", "SEVERITIES"]
 
 #: Valid severities, as in ImageNet-C.
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -49,6 +49,7 @@ class Corruption:
     fn: CorruptionFn
     needs_rgb: bool = False
     severity_dependent: bool = True
+    u8: CorruptionFn | None = None
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -78,6 +79,23 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"corruption {name!r} is already registered")
         _REGISTRY[name] = Corruption(name, family, source, fn, needs_rgb, severity_dependent)
+        return fn
+
+    return deco
+
+
+def register_u8(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
+    """Decorator attaching an 8-bit fast path to the registered corruption ``name``.
+
+    ``fn(x8, severity, rng) -> np.ndarray``: ``x8`` is ``uint8`` ``(H, W, C)``, ``C`` in ``{1, 3}``
+    (read only: it may be the caller's own array), the result a new ``uint8`` array of the same shape
+    (``(H, W)`` is accepted for ``C == 1``). It must compute what the float path followed by the 8-bit
+    quantisation computes (up to rounding ties) and draw the same random numbers. :func:`corrupt` uses it
+    for 8-bit grey/RGB sources without alpha, skipping the float conversion and quantisation.
+    """
+
+    def deco(fn: CorruptionFn) -> CorruptionFn:
+        _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], u8=fn)
         return fn
 
     return deco

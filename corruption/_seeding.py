@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import statistics
+import sys
 
 import numpy as np
 
-__all__ = ["make_rng", "image_digest", "standard_normal", "uniform01", "poisson_from_levels", "derive_seed"]
+__all__ = ["make_rng", "image_digest", "random_bits", "standard_normal", "uniform01", "poisson_from_levels", "derive_seed"]
 
 _DOMAIN = b"rac_losses.corruption/v1"
 
@@ -75,6 +76,23 @@ def derive_seed(seed: int, *parts: str) -> int:
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
 
+_LITTLE = sys.byteorder == "little"
+
+
+def random_bits(rng: np.random.Generator, n: int, dtype: type = np.uint16) -> np.ndarray:
+    """``n`` uniform ``uint16``/``uint32`` words: the little-endian pieces of ``ceil(n * size / 8)``
+    full-range 64-bit draws (``rng.integers(0, 2**64, dtype=uint64)``; the same on any platform).
+
+    One 64-bit draw per four 16-bit words is ~1.6x faster than ``Generator.bytes``' 32-bit draws (and
+    ~6x faster than ``bytes`` itself, which copies its output three times)."""
+    size = np.dtype(dtype).itemsize
+    words = (size * n + 7) // 8
+    raw = rng.integers(0, 1 << 64, size=words, dtype=np.uint64, endpoint=False)
+    if not _LITTLE:
+        return raw.astype("<u8").view(np.dtype(dtype).newbyteorder("<"))[:n].astype(dtype)
+    return raw.view(dtype)[:n]
+
+
 @functools.lru_cache(maxsize=1)
 def _normal_table() -> np.ndarray:
     nd = statistics.NormalDist()
@@ -88,17 +106,29 @@ def _normal_table() -> np.ndarray:
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """``float32`` array of ``shape`` with (16-bit quantile) N(0, 1) entries."""
     n = int(np.prod(shape))
-    u = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
-    table = _normal_table()
     out = np.empty(n, dtype=np.float32)
-    # in blocks: np.take converts the indices to intp, and one image-sized intp temporary costs more
-    # in page faults than the look-up itself
-    for i in range(0, n, _TAKE_BLOCK):
-        np.take(table, u[i:i + _TAKE_BLOCK], out=out[i:i + _TAKE_BLOCK])
+    for i, j, z in normal_blocks(rng, n):
+        out[i:j] = z
     return out.reshape(shape)
 
 
-_TAKE_BLOCK = 16384
+def normal_blocks(rng: np.random.Generator, n: int):
+    """Yield ``(start, stop, z)`` over ``n`` (16-bit quantile) N(0, 1) values, ``z`` a ``float32``
+    block of length ``stop - start`` (a reused buffer: consume it before the next step).
+
+    The values are exactly those of :func:`standard_normal` (the 16-bit words of
+    ``random_bits(rng, n)``), drawn block by block: no image-sized temporaries (the index conversion in
+    ``np.take`` and fresh image-sized buffers cost more in page faults than the look-up itself)."""
+    table = _normal_table()
+    buf = np.empty(min(n, _TAKE_BLOCK), dtype=np.float32)
+    for i in range(0, n, _TAKE_BLOCK):
+        j = min(n, i + _TAKE_BLOCK)
+        z = buf[: j - i]
+        np.take(table, random_bits(rng, j - i, np.uint16), out=z)  # _TAKE_BLOCK % 4 == 0: same words
+        yield i, j, z
+
+
+_TAKE_BLOCK = 131072  # a multiple of 4: blocks draw whole 64-bit words
 
 
 def uniform01(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -153,22 +183,23 @@ def poisson_from_levels(rng: np.random.Generator, levels_img: np.ndarray, scale:
     """
     cdf, coarse = _poisson_tables(float(scale), int(levels))
     n = levels_img.size
-    u = np.frombuffer(rng.bytes(4 * n), dtype=np.uint32).reshape(levels_img.shape)
     table = coarse.reshape(-1)
-    lv = levels_img.reshape(-1)
-    uf = u.reshape(-1)
+    lv = np.ascontiguousarray(levels_img).reshape(-1)
     out = np.empty(n, dtype=np.uint8)
     idx = np.empty(min(n, _TAKE_BLOCK), dtype=np.intp)
-    for i in range(0, n, _TAKE_BLOCK):  # in blocks: no image-sized index temporaries (see standard_normal)
+    # in blocks (uniforms included): no image-sized temporaries (see normal_blocks); the words drawn
+    # are those of random_bits(rng, n, np.uint32)
+    for i in range(0, n, _TAKE_BLOCK):
         j = min(n, i + _TAKE_BLOCK)
+        uf = random_bits(rng, j - i, np.uint32)
         k = idx[: j - i]
         np.left_shift(lv[i:j], _BUCKET_BITS, out=k, dtype=np.intp)
-        k |= uf[i:j] >> (32 - _BUCKET_BITS)
-        np.take(table, k, out=out[i:j])
-    out = out.reshape(levels_img.shape)
-    amb = out == 255
-    if amb.any():
-        la = levels_img[amb].astype(np.intp)
-        ua = (u[amb].astype(np.float64) + 0.5) / 4294967296.0
-        out[amb] = (cdf[la] <= ua[:, None]).sum(axis=1).astype(np.uint8)
-    return out
+        k |= uf >> (32 - _BUCKET_BITS)
+        o = out[i:j]
+        np.take(table, k, out=o)
+        amb = o == 255
+        if amb.any():
+            la = lv[i:j][amb].astype(np.intp)
+            ua = (uf[amb].astype(np.float64) + 0.5) / 4294967296.0
+            o[amb] = (cdf[la] <= ua[:, None]).sum(axis=1).astype(np.uint8)
+    return out.reshape(levels_img.shape)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ._ops import as_hwc, gaussian
-from ._registry import register
+from ._registry import register, register_u8
 
 CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)  # factor towards the per-channel mean
 ELASTIC = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)  # alpha
@@ -109,3 +109,40 @@ def saturate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_valu
     s += np.float32(b)
     np.clip(s, 0.0, 1.0, out=s)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+# ---- 8-bit fast paths (see register_u8) ----
+
+
+@register_u8("contrast")
+def contrast_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = CONTRAST[severity - 1]
+    ch = x8.shape[2]
+    mean = cv2.mean(x8)[:ch]
+    m = np.zeros((ch, ch + 1), dtype=np.float64)
+    for i in range(ch):
+        m[i, i] = c
+        m[i, ch] = mean[i] * (1.0 - c)
+    return as_hwc(cv2.transform(x8, m), ch)  # rounded to nearest, saturated
+
+
+@register_u8("pixelate")
+def pixelate_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = PIXELATE[severity - 1]
+    h, w, ch = x8.shape
+    small = cv2.resize(x8, (max(1, int(w * c)), max(1, int(h * c))), interpolation=cv2.INTER_AREA)
+    return as_hwc(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT), ch)
+
+
+@register_u8("jpeg_compression")
+def jpeg_compression_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    q = JPEG_QUALITY[severity - 1]
+    c = x8.shape[2]
+    src = cv2.cvtColor(x8, cv2.COLOR_RGB2BGR) if c == 3 else x8
+    ok, buf = cv2.imencode(".jpg", src, (int(cv2.IMWRITE_JPEG_QUALITY), q))
+    if not ok:
+        raise RuntimeError("internal: JPEG encoding failed")
+    y8 = cv2.imdecode(buf, cv2.IMREAD_COLOR if c == 3 else cv2.IMREAD_GRAYSCALE)
+    if c == 3:
+        cv2.cvtColor(y8, cv2.COLOR_BGR2RGB, dst=y8)
+    return as_hwc(y8, c)

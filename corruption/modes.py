@@ -46,22 +46,33 @@ class Working:
     """An image prepared for corruption.
 
     Attributes:
-        color: float32 ``(H, W, C)``, ``C`` in ``{1, 3}``, values in ``[0, 1]`` (a fresh array).
+        make_color: returns the float32 colour ``(H, W, C)``, ``C`` in ``{1, 3}``, values in ``[0, 1]``
+            (a fresh array; built only when asked for, see :attr:`color`).
         native: the input's native pixel array (``(H, W)`` or ``(H, W, K)``; indices for ``P``).
         max_value: 255 or 65535 (the source's precision).
         tag: layout tag for the determinism digest (PIL mode, or the mode an array implies).
         digest_extra: extra bytes for the digest (the palette of ``P`` images).
         encode: float32 colour ``(H, W, C)`` -> native array (clips to ``[0, 1]``, reattaches alpha).
         build: native array -> output object of the input's type and mode.
+        u8: for 8-bit grey/RGB sources without alpha, the colour as ``uint8`` ``(H, W, C)`` (a view of
+            ``native``); ``None`` otherwise.
+        encode_u8: ``uint8`` colour ``(H, W, C)`` -> native array (with :attr:`u8`).
     """
 
-    color: np.ndarray
+    make_color: Callable[[], np.ndarray]
     native: np.ndarray
     max_value: int
     tag: str
     digest_extra: bytes
     encode: Callable[[np.ndarray], np.ndarray]
     build: Callable[[np.ndarray], Any]
+    u8: np.ndarray | None = None
+    encode_u8: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def color(self) -> np.ndarray:
+        """The float32 working colour (a fresh array per access)."""
+        return self.make_color()
 
     @property
     def height(self) -> int:
@@ -76,6 +87,11 @@ def _to_float(a: np.ndarray, max_value: int) -> np.ndarray:
     return np.multiply(a, np.float32(1.0 / max_value), dtype=np.float32)
 
 
+def _const(color: np.ndarray) -> Callable[[], np.ndarray]:
+    """``make_color`` for a colour array built eagerly (handed out once: the caller may consume it)."""
+    return lambda: color
+
+
 def _quantise(y: np.ndarray, max_value: int, dtype: np.dtype) -> np.ndarray:
     """float32 in [0, 1] (clipped here, in place: ``y`` is consumed) -> integer ``dtype``, round-half-up."""
     np.clip(y, 0.0, 1.0, out=y)
@@ -84,14 +100,22 @@ def _quantise(y: np.ndarray, max_value: int, dtype: np.dtype) -> np.ndarray:
     return y.astype(dtype)
 
 
-def _channel_codec(native: np.ndarray, max_value: int, squeeze: bool) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """Split ``native`` (``(H, W)`` or ``(H, W, K)``) into colour and alpha; return (colour, encode)."""
+def _channel_codec(native: np.ndarray, max_value: int, squeeze: bool) -> dict[str, Any]:
+    """Split ``native`` (``(H, W)`` or ``(H, W, K)``) into colour and alpha; return the
+    :class:`Working` fields ``make_color``, ``encode``, ``u8`` and ``encode_u8``."""
     arr = native if native.ndim == 3 else native[:, :, None]
     k = arr.shape[2]
     nc = 1 if k in (1, 2) else 3
-    color = _to_float(arr[:, :, :nc], max_value)
+    src = arr[:, :, :nc]
     alpha = arr[:, :, nc:] if k in (2, 4) else None
     dtype = native.dtype
+    fast = dtype == np.uint8 and max_value == 255 and alpha is None
+
+    def make_color() -> np.ndarray:
+        return _to_float(src, max_value)
+
+    def encode_u8(y8: np.ndarray) -> np.ndarray:
+        return y8[:, :, 0] if squeeze else y8
 
     def encode(y: np.ndarray) -> np.ndarray:
         out = _quantise(y, max_value, dtype)
@@ -99,7 +123,8 @@ def _channel_codec(native: np.ndarray, max_value: int, squeeze: bool) -> tuple[n
             out = np.concatenate([out, alpha], axis=2)
         return out[:, :, 0] if squeeze else out
 
-    return color, encode
+    return {"make_color": make_color, "encode": encode, "u8": src if fast else None,
+            "encode_u8": encode_u8 if fast else None}
 
 
 def _from_array(image: np.ndarray) -> Working:
@@ -114,8 +139,8 @@ def _from_array(image: np.ndarray) -> Working:
     tag = _ARRAY_TAGS[(native.ndim, native.shape[2] if native.ndim == 3 else 1)]
     if max_value == 65535:
         tag = {"L": "I;16"}.get(tag, tag + ";16")
-    color, encode = _channel_codec(native, max_value, squeeze=native.ndim == 2)
-    return Working(color, native, max_value, tag, b"", encode, lambda a: a)
+    codec = _channel_codec(native, max_value, squeeze=native.ndim == 2)
+    return Working(native=native, max_value=max_value, tag=tag, digest_extra=b"", build=lambda a: a, **codec)
 
 
 def _frombytes(mode: str, size: tuple[int, int], native: np.ndarray, info: dict) -> Image.Image:
@@ -173,7 +198,7 @@ def _palette_working(img: Image.Image) -> Working:
         out.putpalette(state["palette"].reshape(-1).tolist())
         return out
 
-    return Working(color, native, 255, "P", pal.tobytes() + entry_alpha.tobytes(), encode, build)
+    return Working(_const(color), native, 255, "P", pal.tobytes() + entry_alpha.tobytes(), encode, build)
 
 
 def _from_pil(img: Image.Image) -> Working:
@@ -187,12 +212,14 @@ def _from_pil(img: Image.Image) -> Working:
         return _palette_working(img)
     if mode in ("L", "LA", "RGB", "RGBA"):
         native = np.asarray(img).copy()
-        color, encode = _channel_codec(native, 255, squeeze=native.ndim == 2)
-        return Working(color, native, 255, mode, b"", encode, lambda a: _frombytes(mode, img.size, a, info))
+        codec = _channel_codec(native, 255, squeeze=native.ndim == 2)
+        return Working(native=native, max_value=255, tag=mode, digest_extra=b"",
+                       build=lambda a: _frombytes(mode, img.size, a, info), **codec)
     if mode.startswith("I;16"):
         native = np.asarray(img).copy()
-        color, encode = _channel_codec(native, 65535, squeeze=True)
-        return Working(color, native, 65535, mode, b"", encode, lambda a: _frombytes(mode, img.size, a, info))
+        codec = _channel_codec(native, 65535, squeeze=True)
+        return Working(native=native, max_value=65535, tag=mode, digest_extra=b"",
+                       build=lambda a: _frombytes(mode, img.size, a, info), **codec)
     if mode == "1":
         native = np.asarray(img).copy()  # bool (H, W)
         color = native.astype(np.float32)[:, :, None]
@@ -205,7 +232,7 @@ def _from_pil(img: Image.Image) -> Working:
             out.info.update(info)
             return out
 
-        return Working(color, native, 255, "1", b"", encode1, build1)
+        return Working(_const(color), native, 255, "1", b"", encode1, build1)
     if mode == "I":
         native = np.asarray(img).astype(np.int32)
         color = _to_float(np.clip(native, 0, 65535)[:, :, None], 65535)
@@ -216,7 +243,7 @@ def _from_pil(img: Image.Image) -> Working:
         def build_i(a: np.ndarray) -> Image.Image:
             return _frombytes("I", img.size, a.astype(np.int32), info)
 
-        return Working(color, native, 65535, "I", b"", encode_i, build_i)
+        return Working(_const(color), native, 65535, "I", b"", encode_i, build_i)
     # CMYK, YCbCr: through RGB
     native = np.asarray(img).copy()
     color = _to_float(np.asarray(img.convert("RGB")), 255)
@@ -224,7 +251,7 @@ def _from_pil(img: Image.Image) -> Working:
     def encode_conv(y: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(_quantise(y, 255, np.uint8)).convert(mode)).copy()
 
-    return Working(color, native, 255, mode, b"", encode_conv, lambda a: _frombytes(mode, img.size, a, info))
+    return Working(_const(color), native, 255, mode, b"", encode_conv, lambda a: _frombytes(mode, img.size, a, info))
 
 
 def to_working(image: object, *, argname: str = "image") -> Working:

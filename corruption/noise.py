@@ -7,11 +7,13 @@ Inputs/outputs follow the contract in :mod:`._registry` (float32 ``(H, W, C)`` i
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
-from ._registry import register
-from ._seeding import poisson_from_levels, standard_normal
+from ._registry import register, register_u8
+from ._seeding import normal_blocks, poisson_from_levels, random_bits, standard_normal
 
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std (image in [0, 1])
 SHOT_NOISE = (60, 25, 12, 5, 3)  # photons at full scale: Poisson(x * c) / c
@@ -52,7 +54,7 @@ def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator, *, max
     """
     c = IMPULSE_NOISE[severity - 1]
     h, w, ch = x.shape
-    u = np.frombuffer(rng.bytes(2 * x.size), dtype=np.uint16).reshape(h, w * ch)  # 16-bit uniforms
+    u = random_bits(rng, x.size, np.uint16).reshape(h, w * ch)  # 16-bit uniforms
     t_salt = float(round(c / 2.0 * 65536))
     t_any = float(round(c * 65536))
     if u.shape[1] < 8:  # OpenCV would read a row this short as a scalar
@@ -73,3 +75,84 @@ def speckle_noise(x: np.ndarray, severity: int, rng: np.random.Generator, *, max
     noise = standard_normal(rng, x.shape)
     cv2.multiply(noise, x, dst=noise, scale=SPECKLE_NOISE[severity - 1])  # x * c * z
     return cv2.add(noise, x, dst=noise)
+
+
+# ---- 8-bit fast paths (see register_u8): the same draws, quantised by OpenCV's saturating round ----
+
+
+def _flat(x8: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` -> ``(H, W * C)`` view (OpenCV treats it as one plane)."""
+    return x8.reshape(x8.shape[0], -1)
+
+
+def _blockwise(x8: np.ndarray, rng: np.random.Generator, step) -> np.ndarray:
+    """Apply ``step(x_block, z_block, out_block)`` over N(0, 1) blocks (see ``normal_blocks``)."""
+    flat = x8.reshape(-1)
+    out = np.empty_like(flat)
+    for i, j, z in normal_blocks(rng, flat.size):
+        if j - i < 16:  # OpenCV may read very short vectors as scalars
+            tail = np.empty((16,), np.float32)
+            tail[: j - i] = z
+            o = np.empty(16, np.uint8)
+            xb = np.zeros(16, np.uint8)
+            xb[: j - i] = flat[i:j]
+            step(xb, tail, o)
+            out[i:j] = o[: j - i]
+        else:
+            step(flat[i:j], z, out[i:j])
+    return out.reshape(x8.shape)
+
+
+@register_u8("gaussian_noise")
+def gaussian_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    s = 255.0 * GAUSSIAN_NOISE[severity - 1]
+
+    def step(xb: np.ndarray, z: np.ndarray, o: np.ndarray) -> None:
+        cv2.addWeighted(xb, 1.0, z, s, 0.0, dst=o, dtype=cv2.CV_8U)  # x + 255 c z, rounded, saturated
+
+    return _blockwise(x8, rng, step)
+
+
+@functools.lru_cache(maxsize=8)
+def _shot_lut(c: int) -> np.ndarray:
+    """count -> 8-bit output, with the float path's exact float32 arithmetic and round-half-up."""
+    y = np.multiply(np.arange(256, dtype=np.uint8), np.float32(1.0 / c), dtype=np.float32)
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= np.float32(255)
+    y += np.float32(0.5)
+    return y.astype(np.uint8)
+
+
+@register_u8("shot_noise")
+def shot_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = SHOT_NOISE[severity - 1]
+    counts = poisson_from_levels(rng, _flat(x8), float(c), 255)  # bit-identical to the float path
+    return cv2.LUT(counts, _shot_lut(c)).reshape(x8.shape)
+
+
+@register_u8("impulse_noise")
+def impulse_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = IMPULSE_NOISE[severity - 1]
+    h, w, ch = x8.shape
+    u = random_bits(rng, x8.size, np.uint16).reshape(h, w * ch)
+    t_salt = float(round(c / 2.0 * 65536))
+    t_any = float(round(c * 65536))
+    flat = _flat(x8)
+    if u.shape[1] < 8:
+        return np.where(u < t_any, np.where(u < t_salt, 255, 0), flat).astype(np.uint8).reshape(x8.shape)
+    keep = cv2.compare(u, t_any, cv2.CMP_GE)  # 255 where untouched
+    salt = cv2.compare(u, t_salt, cv2.CMP_LT)  # 255 where salt
+    out = cv2.bitwise_and(flat, keep)  # pepper and salt values zeroed
+    cv2.bitwise_or(out, salt, dst=out)  # salt values: 255
+    return out.reshape(x8.shape)
+
+
+@register_u8("speckle_noise")
+def speckle_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = SPECKLE_NOISE[severity - 1]
+
+    def step(xb: np.ndarray, z: np.ndarray, o: np.ndarray) -> None:
+        cv2.multiply(z, xb, dst=z, scale=c, dtype=cv2.CV_32F)  # x * c * z
+        cv2.add(z, xb, dst=o, dtype=cv2.CV_8U)
+
+    return _blockwise(x8, rng, step)

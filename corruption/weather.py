@@ -16,7 +16,7 @@ import numpy as np
 from . import _alb
 from ._frost import BANK_SIZE, TEXTURE_SIZE, frost_texture
 from ._ops import LUMA, gaussian, luma, motion_blur, next_power_of_two, plasma_fractal
-from ._registry import register
+from ._registry import register, register_u8
 from ._seeding import standard_normal
 
 # (loc, scale, zoom, threshold, blur radius, blur sigma, image blend)
@@ -87,6 +87,25 @@ def frost(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: 
     if c == 1:
         crop = luma(crop)
     return a * x + b * crop
+
+
+@register_u8("frost")
+def frost_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """8-bit :func:`frost`: the same draws and blend, rounded to nearest by OpenCV."""
+    a, b = FROST[severity - 1]
+    h, w, c = x8.shape
+    tex = frost_texture(int(rng.integers(BANK_SIZE)))
+    if h > TEXTURE_SIZE or w > TEXTURE_SIZE:
+        f = max(h, w) / TEXTURE_SIZE * 1.1
+        n = int(np.ceil(TEXTURE_SIZE * f))
+        tex = cv2.resize(tex, (n, n), interpolation=cv2.INTER_CUBIC)
+    y0 = int(rng.integers(tex.shape[0] - h + 1))
+    x0 = int(rng.integers(tex.shape[1] - w + 1))
+    crop = tex[y0:y0 + h, x0:x0 + w]
+    if c == 1:
+        crop = luma(crop)
+    y = cv2.addWeighted(x8, float(a), crop, 255.0 * b, 0.0, dtype=cv2.CV_8U)
+    return y.reshape(h, w, c)
 
 
 @register("fog", "weather", "imagenet-c")
