@@ -39,22 +39,31 @@ def gaussian(x: np.ndarray, sigma: float | tuple[float, float], *, truncate: flo
     return y.reshape(x.shape)
 
 
-@functools.lru_cache(maxsize=64)
-def _motion_kernel(radius: int, sigma: float, angle_key: float, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _motion_shifts(radius: int, angle: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """ImageNet-C's shifts ``(-ceil(i sin a - 0.5), -ceil(i cos a - 0.5))``, ``i = 0..2 radius``."""
+    a = math.radians(angle)
+    n = 2 * radius + 1
+    return (tuple(-math.ceil(k * math.sin(a) - 0.5) for k in range(n)),
+            tuple(-math.ceil(k * math.cos(a) - 0.5) for k in range(n)))
+
+
+@functools.lru_cache(maxsize=512)
+def _motion_kernel(radius: int, sigma: float, shifts: tuple, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Correlation kernel for ImageNet-C's motion blur: a one-sided half-Gaussian line.
 
     ImageNet-C averages ``width = 2 * radius + 1`` copies of the image shifted by
-    ``(-ceil(i sin a - 0.5), -ceil(i cos a - 0.5))``, ``i = 0..width-1``, weighted by a normalised
-    Gaussian of ``i`` with ``sigma``, stopping at shifts as large as the image (we renormalise the
-    truncated weights so tiny images do not darken). Returned as a compact kernel plus its anchor.
+    ``(-ceil(i sin a - 0.5), -ceil(i cos a - 0.5))``, ``i = 0..width-1`` (``shifts``, see
+    :func:`_motion_shifts`; the kernel depends on the angle only through them, so it is cached by them),
+    weighted by a normalised Gaussian of ``i`` with ``sigma``, stopping at shifts as large as the image
+    (we renormalise the truncated weights so tiny images do not darken). Returned as a compact kernel
+    plus its anchor.
     """
     n = 2 * radius + 1
     i = np.arange(n, dtype=np.float64)
     w = np.exp(-(i**2) / (2.0 * sigma**2))
     w /= w.sum()
-    a = math.radians(angle_key)
-    dy = np.array([-math.ceil(k * math.sin(a) - 0.5) for k in range(n)])
-    dx = np.array([-math.ceil(k * math.cos(a) - 0.5) for k in range(n)])
+    dy = np.array(shifts[0])
+    dx = np.array(shifts[1])
     keep = np.ones(n, dtype=bool)
     bad = np.flatnonzero((np.abs(dy) >= height) | (np.abs(dx) >= width))
     if bad.size:
@@ -70,17 +79,17 @@ def _motion_kernel(radius: int, sigma: float, angle_key: float, height: int, wid
     return kern, (int(ac), int(ar))
 
 
-@functools.lru_cache(maxsize=64)
-def _motion_plan(radius: int, sigma: float, angle_key: float, height: int, width: int):
+@functools.lru_cache(maxsize=512)
+def _motion_plan(radius: int, sigma: float, shifts: tuple, height: int, width: int):
     """The motion kernel split into pieces small enough for OpenCV's direct (sparse, non-DFT) filter.
 
     Returns ``(pad, pieces)``: ``pad = (top, bottom, left, right)`` edge replication and, per piece, its
     kernel and the ``(row, col)`` offset of its top-left tap relative to the output pixel."""
-    kern, (ac, ar) = _motion_kernel(radius, sigma, angle_key, height, width)
+    kern, (ac, ar) = _motion_kernel(radius, sigma, shifts, height, width)
     ys, xs = np.nonzero(kern)
     oy, ox = ys - ar, xs - ac
     order = np.lexsort((np.abs(ox), np.abs(oy)))  # taps along the line
-    pieces, cur = [], []
+    pieces = []
 
     def flush(taps):
         ty = [t[0] for t in taps]
@@ -91,15 +100,19 @@ def _motion_plan(radius: int, sigma: float, angle_key: float, height: int, width
             k[yy - y0, xx - x0] = kern[yy + ar, xx + ac]
         pieces.append((k, int(y0), int(x0)))
 
+    cur: list = []
+    by0 = by1 = bx0 = bx1 = 0  # bounding box of cur
     for t in zip(oy[order].tolist(), ox[order].tolist()):
-        nxt = cur + [t]
-        ty = [q[0] for q in nxt]
-        tx = [q[1] for q in nxt]
-        if cur and (max(ty) - min(ty) + 1) * (max(tx) - min(tx) + 1) >= 49:
+        if cur:
+            ny0, ny1, nx0, nx1 = min(by0, t[0]), max(by1, t[0]), min(bx0, t[1]), max(bx1, t[1])
+            if (ny1 - ny0 + 1) * (nx1 - nx0 + 1) < 49:
+                cur.append(t)
+                by0, by1, bx0, bx1 = ny0, ny1, nx0, nx1
+                continue
             flush(cur)
-            cur = [t]
-        else:
-            cur = nxt
+        cur = [t]
+        by0 = by1 = t[0]
+        bx0 = bx1 = t[1]
     if cur:
         flush(cur)
     pad = (max(0, -int(oy.min())), max(0, int(oy.max())), max(0, -int(ox.min())), max(0, int(ox.max())))
@@ -113,7 +126,7 @@ def motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.nd
     filter (which visits only non-zero taps), on an edge-replicated copy: much faster than one large
     (FFT-filtered) kernel for this sparse line, and the same sum."""
     h, w = x.shape[:2]
-    pad, pieces = _motion_plan(int(radius), float(sigma), round(float(angle), 6), h, w)
+    pad, pieces = _motion_plan(int(radius), float(sigma), _motion_shifts(int(radius), float(angle)), h, w)
     top, bottom, left, right = pad
     if x.ndim == 3 and x.shape[2] > 1:  # the direct filter is much faster per plane
         planes = [_motion_plane(np.ascontiguousarray(x[:, :, i]), pad, pieces) for i in range(x.shape[2])]

@@ -103,6 +103,18 @@ def _normal_table() -> np.ndarray:
     return tab.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=16)
+def scaled_normal_table(scale: float) -> np.ndarray:
+    """``int16`` table ``rint(scale * q)`` of the 65536 normal quantiles ``q`` (for 8-bit sources:
+    ``x + rint(255 c z)`` equals ``rint(x + 255 c z)`` for integer ``x``, up to rounding ties)."""
+    t = np.rint(_normal_table().astype(np.float64) * scale)
+    if np.abs(t).max() > 32767:
+        raise ValueError(f"scale {scale} too large for an int16 table")
+    t = t.astype(np.int16)
+    t.flags.writeable = False
+    return t
+
+
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """``float32`` array of ``shape`` with (16-bit quantile) N(0, 1) entries."""
     n = int(np.prod(shape))
@@ -112,15 +124,17 @@ def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return out.reshape(shape)
 
 
-def normal_blocks(rng: np.random.Generator, n: int):
+def normal_blocks(rng: np.random.Generator, n: int, table: np.ndarray | None = None):
     """Yield ``(start, stop, z)`` over ``n`` (16-bit quantile) N(0, 1) values, ``z`` a ``float32``
     block of length ``stop - start`` (a reused buffer: consume it before the next step).
 
     The values are exactly those of :func:`standard_normal` (the 16-bit words of
     ``random_bits(rng, n)``), drawn block by block: no image-sized temporaries (the index conversion in
-    ``np.take`` and fresh image-sized buffers cost more in page faults than the look-up itself)."""
-    table = _normal_table()
-    buf = np.empty(min(n, _TAKE_BLOCK), dtype=np.float32)
+    ``np.take`` and fresh image-sized buffers cost more in page faults than the look-up itself).
+    ``table`` replaces the quantile table by a transformed copy of it (e.g. :func:`scaled_normal_table`)."""
+    if table is None:
+        table = _normal_table()
+    buf = np.empty(min(n, _TAKE_BLOCK), dtype=table.dtype)
     for i in range(0, n, _TAKE_BLOCK):
         j = min(n, i + _TAKE_BLOCK)
         z = buf[: j - i]

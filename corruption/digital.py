@@ -126,6 +126,25 @@ def contrast_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     return as_hwc(cv2.transform(x8, m), ch)  # rounded to nearest, saturated
 
 
+@register_u8("elastic_transform")
+def elastic_transform_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """8-bit :func:`elastic_transform`: the same fields and maps; OpenCV's fixed-point 8-bit bilinear
+    ``remap`` (the same 1/32-pixel weight table as the float one, rounded to nearest)."""
+    alpha = ELASTIC[severity - 1]
+    h, w, c = x8.shape
+    m = 0.005 * h
+    sigma = (0.01 * h, 0.01 * w)
+    fields = rng.random((2, h, w), dtype=np.float32)
+    gx, gy = _grid(h, w)
+    scale = 2.0 * m * alpha
+    maps = []
+    for f, g in ((fields[0], gx), (fields[1], gy)):
+        d = gaussian(f, sigma, truncate=3.0, border=cv2.BORDER_REFLECT)
+        maps.append(cv2.addWeighted(d, scale, g, 1.0, -m * alpha))
+    y = cv2.remap(x8, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return as_hwc(y, c)
+
+
 @register_u8("pixelate")
 def pixelate_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     c = PIXELATE[severity - 1]

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ._registry import register, register_u8
-from ._seeding import normal_blocks, poisson_from_levels, random_bits, standard_normal
+from ._seeding import normal_blocks, poisson_from_levels, random_bits, scaled_normal_table, standard_normal
 
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std (image in [0, 1])
 SHOT_NOISE = (60, 25, 12, 5, 3)  # photons at full scale: Poisson(x * c) / c
@@ -85,13 +85,13 @@ def _flat(x8: np.ndarray) -> np.ndarray:
     return x8.reshape(x8.shape[0], -1)
 
 
-def _blockwise(x8: np.ndarray, rng: np.random.Generator, step) -> np.ndarray:
+def _blockwise(x8: np.ndarray, rng: np.random.Generator, step, table: np.ndarray | None = None) -> np.ndarray:
     """Apply ``step(x_block, z_block, out_block)`` over N(0, 1) blocks (see ``normal_blocks``)."""
     flat = x8.reshape(-1)
     out = np.empty_like(flat)
-    for i, j, z in normal_blocks(rng, flat.size):
+    for i, j, z in normal_blocks(rng, flat.size, table):
         if j - i < 16:  # OpenCV may read very short vectors as scalars
-            tail = np.empty((16,), np.float32)
+            tail = np.zeros(16, z.dtype)
             tail[: j - i] = z
             o = np.empty(16, np.uint8)
             xb = np.zeros(16, np.uint8)
@@ -105,12 +105,12 @@ def _blockwise(x8: np.ndarray, rng: np.random.Generator, step) -> np.ndarray:
 
 @register_u8("gaussian_noise")
 def gaussian_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    s = 255.0 * GAUSSIAN_NOISE[severity - 1]
+    table = scaled_normal_table(255.0 * GAUSSIAN_NOISE[severity - 1])  # rint(255 c z), int16
 
     def step(xb: np.ndarray, z: np.ndarray, o: np.ndarray) -> None:
-        cv2.addWeighted(xb, 1.0, z, s, 0.0, dst=o, dtype=cv2.CV_8U)  # x + 255 c z, rounded, saturated
+        cv2.add(xb, z, dst=o, dtype=cv2.CV_8U)  # x + rint(255 c z), saturated
 
-    return _blockwise(x8, rng, step)
+    return _blockwise(x8, rng, step, table)
 
 
 @functools.lru_cache(maxsize=8)
