@@ -61,7 +61,8 @@ def corrupt(image: ImageT, name: str, severity: int, *, seed: int = 0, region: o
     seed = check_seed(seed)
     work = to_working(image)
     where = parse_region(region, work.height, work.width)
-    rng = make_rng(seed, name, image_digest(work.tag, work.native, work.digest_extra))
+    # deterministic corruptions read no generator: no need to hash the image for one
+    rng = make_rng(seed, name, image_digest(work.tag, work.native, work.digest_extra)) if spec.uses_rng else None
     x8 = work.u8
     if spec.u8 is not None and x8 is not None and not (spec.needs_rgb and x8.shape[2] == 1):
         # 8-bit fast path: no float conversion and quantisation round trip

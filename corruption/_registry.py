@@ -41,6 +41,9 @@ class Corruption:
         fn: the implementation (see module docstring for its contract).
         needs_rgb: whether ``fn`` requires 3 channels.
         severity_dependent: ``False`` for corruptions that ignore the severity (``gray_mask``, ``blank``).
+        u8: optional 8-bit fast path (see :func:`register_u8`).
+        uses_rng: ``False`` for deterministic corruptions: they are handed ``rng=None`` and the caller
+            skips hashing the image for a generator nobody reads.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Corruption:
     needs_rgb: bool = False
     severity_dependent: bool = True
     u8: CorruptionFn | None = None
+    uses_rng: bool = True
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -64,6 +68,7 @@ def register(
     *,
     needs_rgb: bool = False,
     severity_dependent: bool = True,
+    uses_rng: bool = True,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator registering ``fn`` under ``name``.
 
@@ -78,7 +83,7 @@ def register(
     def deco(fn: CorruptionFn) -> CorruptionFn:
         if name in _REGISTRY:
             raise ValueError(f"corruption {name!r} is already registered")
-        _REGISTRY[name] = Corruption(name, family, source, fn, needs_rgb, severity_dependent)
+        _REGISTRY[name] = Corruption(name, family, source, fn, needs_rgb, severity_dependent, uses_rng=uses_rng)
         return fn
 
     return deco

@@ -29,14 +29,14 @@ ZOOM_BLUR = (
 GAUSSIAN_BLUR = (1, 2, 3, 4, 6)  # sigma
 
 
-@register("defocus_blur", "blur", "imagenet-c")
+@register("defocus_blur", "blur", "imagenet-c", uses_rng=False)
 def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Convolution with an anti-aliased disk (albumentations' ``defocus`` builds ImageNet-C's kernel)."""
     radius, alias = DEFOCUS_BLUR[severity - 1]
     return as_hwc(_alb.blur().defocus(x, radius, alias), x.shape[2])
 
 
-@register("gaussian_blur", "blur", "imagenet-c-validation")
+@register("gaussian_blur", "blur", "imagenet-c-validation", uses_rng=False)
 def gaussian_blur(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Gaussian blur, sigma from the table, truncated at 4 sigma, edges replicated (scikit-image's)."""
     return gaussian(x, GAUSSIAN_BLUR[severity - 1])
@@ -50,7 +50,7 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_v
     return _motion_blur(x, radius, sigma, angle)
 
 
-@register("zoom_blur", "blur", "imagenet-c")
+@register("zoom_blur", "blur", "imagenet-c", uses_rng=False)
 def zoom_blur(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Mean of the image and its centre zooms by each factor (albumentations' ``zoom_blur``, which is
     ImageNet-C's ``clipped_zoom`` average). Iterative by definition: cost grows with the factor count."""

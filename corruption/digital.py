@@ -23,7 +23,7 @@ JPEG_QUALITY = (25, 18, 15, 10, 7)
 SATURATE = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))  # HSV saturation * a + b
 
 
-@register("contrast", "digital", "imagenet-c")
+@register("contrast", "digital", "imagenet-c", uses_rng=False)
 def contrast(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """``(x - mean) * c + mean`` with per-channel means over the image."""
     c = CONTRAST[severity - 1]
@@ -68,7 +68,7 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return gx, gy
 
 
-@register("pixelate", "digital", "imagenet-c")
+@register("pixelate", "digital", "imagenet-c", uses_rng=False)
 def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Box-downscale to ``int(size * c)`` (at least 1 pixel), nearest-neighbour upscale back (PIL-exact
     pixel-centre convention, as ImageNet-C used PIL)."""
@@ -78,7 +78,7 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_valu
     return as_hwc(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT), ch)
 
 
-@register("jpeg_compression", "digital", "imagenet-c")
+@register("jpeg_compression", "digital", "imagenet-c", uses_rng=False)
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """8-bit JPEG round trip at the table's quality (OpenCV's ``imencode``/``imdecode``, as albumentations'
     ``image_compression``, fed BGR so that the luma/chroma split is the one PIL uses for RGB; 4:2:0
@@ -97,7 +97,7 @@ def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator, *, 
     return as_hwc(np.multiply(y8, np.float32(1.0 / 255.0), dtype=np.float32), c)
 
 
-@register("saturate", "digital", "imagenet-c-validation", needs_rgb=True)
+@register("saturate", "digital", "imagenet-c-validation", needs_rgb=True, uses_rng=False)
 def saturate(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """HSV saturation ``S' = clip(S * a + b, 0, 1)``, hue and value kept (OpenCV's float HSV, the same
     formulas as scikit-image's that ImageNet-C uses; achromatic pixels have hue 0, so ``b > 0`` tints
@@ -143,14 +143,6 @@ def elastic_transform_u8(x8: np.ndarray, severity: int, rng: np.random.Generator
         maps.append(cv2.addWeighted(d, scale, g, 1.0, -m * alpha))
     y = cv2.remap(x8, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return as_hwc(y, c)
-
-
-@register_u8("pixelate")
-def pixelate_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    c = PIXELATE[severity - 1]
-    h, w, ch = x8.shape
-    small = cv2.resize(x8, (max(1, int(w * c)), max(1, int(h * c))), interpolation=cv2.INTER_AREA)
-    return as_hwc(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT), ch)
 
 
 @register_u8("jpeg_compression")

@@ -49,13 +49,13 @@ def patch_mask(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_va
     return x * full[:, :, None].astype(np.float32)
 
 
-@register("gray_mask", "occlusion", "vlm", severity_dependent=False)
+@register("gray_mask", "occlusion", "vlm", severity_dependent=False, uses_rng=False)
 def gray_mask(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Uniform mid-grey (0.5) image."""
     return np.full_like(x, 0.5)
 
 
-@register("blank", "occlusion", "vlm", severity_dependent=False)
+@register("blank", "occlusion", "vlm", severity_dependent=False, uses_rng=False)
 def blank(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Uniform black image."""
     return np.zeros_like(x)

@@ -118,7 +118,7 @@ def fog(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: in
     return (x + a * plasma) * np.float32(top / (top + a))
 
 
-@register("brightness", "weather", "imagenet-c")
+@register("brightness", "weather", "imagenet-c", uses_rng=False)
 def brightness(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Add ``c`` to the HSV value, clipped at 1 (OpenCV's float HSV, the same formulas as scikit-image's
     ``rgb2hsv``/``hsv2rgb`` that ImageNet-C uses); grey images: ``x + c``."""
@@ -132,34 +132,74 @@ def brightness(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_va
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def _water_layer(rng: np.random.Generator, h: int, w: int, severity: int) -> np.ndarray:
+    """The water layer of :func:`spatter` (severities 1-3): float32 ``(H, W)`` highlight strength >= 0."""
+    loc, scale, sigma, thresh, intensity, _ = SPATTER[severity - 1]
+    liquid = standard_normal(rng, (h, w))
+    liquid *= scale
+    liquid += loc
+    liquid = gaussian(liquid, sigma)
+    # liquid < thresh -> 0 (values equal to thresh kept: TOZERO keeps src > the float32 just below it)
+    below = float(np.nextafter(np.float32(thresh), np.float32(-np.inf)))
+    cv2.threshold(liquid, below, 0.0, cv2.THRESH_TOZERO, dst=liquid)
+    liquid *= np.float32(255.0)  # >= 0 here
+    np.minimum(liquid, np.float32(255.0), out=liquid)
+    liquid8 = liquid.astype(np.uint8)  # truncation, as ImageNet-C's astype
+    dist = 255 - cv2.Canny(liquid8, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float32)
+    dist = cv2.filter2D(dist, cv2.CV_8U, ker)
+    dist = cv2.blur(dist, (3, 3))
+    m = cv2.multiply(liquid8, dist, dtype=cv2.CV_32F)  # products of 8-bit values: exact in float32
+    top = float(cv2.minMaxLoc(m)[1])
+    if top > 0:
+        m *= intensity / top
+    return m
+
+
+def _water_rgb(m: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``min(m * WATER, 1) * scale`` as float32 ``(H, W, 3)``."""
+    y = m[:, :, None] * _WATER
+    np.minimum(y, np.float32(1.0), out=y)
+    if scale != 1.0:
+        y *= np.float32(scale)
+    return y
+
+
 @register("spatter", "weather", "imagenet-c-validation", needs_rgb=True)
 def spatter(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
     """Water drops (severities 1-3: pale-turquoise highlights from a thresholded, blurred noise
     layer's edge-distance map) or mud (4-5: brown blobs covering the image)."""
     loc, scale, sigma, thresh, intensity, mud = SPATTER[severity - 1]
     h, w, _ = x.shape
+    if not mud:
+        y = _water_rgb(_water_layer(rng, h, w, severity))
+        y += x
+        return y
     liquid = standard_normal(rng, (h, w))
     liquid *= scale
     liquid += loc
     liquid = gaussian(liquid, sigma)
     liquid[liquid < thresh] = 0.0
-    if not mud:
-        liquid8 = np.clip(liquid * 255.0, 0, 255).astype(np.uint8)
-        dist = 255 - cv2.Canny(liquid8, 50, 150)
-        dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
-        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-        dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
-        dist = cv2.equalizeHist(dist)
-        ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float32)
-        dist = cv2.filter2D(dist, cv2.CV_8U, ker)
-        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-        m = liquid8.astype(np.float32) * dist
-        top = float(m.max())
-        if top > 0:
-            m *= intensity / top
-        return x + np.clip(m[:, :, None] * _WATER, 0.0, 1.0)
     m = (liquid > thresh).astype(np.float32)
     m = gaussian(m, intensity)
     m[m < 0.8] = 0.0
     m = m[:, :, None]
     return x * (1.0 - m) + _MUD * m
+
+
+@register_u8("spatter")
+def spatter_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """8-bit :func:`spatter`: water added in 8 bits (rounded to nearest); mud through the float path."""
+    h, w, _ = x8.shape
+    if SPATTER[severity - 1][5]:
+        y = spatter(np.multiply(x8, np.float32(1.0 / 255.0), dtype=np.float32), severity, rng, max_value=255)
+        np.clip(y, 0.0, 1.0, out=y)
+        y *= np.float32(255.0)
+        y += np.float32(0.5)
+        return y.astype(np.uint8)
+    water = _water_rgb(_water_layer(rng, h, w, severity), 255.0)
+    return cv2.add(x8.reshape(h, -1), water.reshape(h, -1), dtype=cv2.CV_8U).reshape(x8.shape)
