@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ._registry import register, register_u8
-from ._seeding import normal_blocks, poisson_from_levels, random_bits, scaled_normal_table, standard_normal
+from ._seeding import _normal_table, normal_blocks, poisson_from_levels, random_bits, scaled_normal_table, standard_normal
 
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std (image in [0, 1])
 SHOT_NOISE = (60, 25, 12, 5, 3)  # photons at full scale: Poisson(x * c) / c
@@ -147,12 +147,19 @@ def impulse_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) ->
     return out.reshape(x8.shape)
 
 
+@functools.lru_cache(maxsize=8)
+def _speckle_table(c: float) -> np.ndarray:
+    """float32 ``1 + c z`` over the 65536 normal quantiles (``x + x c z = x (1 + c z)``)."""
+    t = np.float32(1.0) + np.float32(c) * _normal_table()
+    t.flags.writeable = False
+    return t
+
+
 @register_u8("speckle_noise")
 def speckle_noise_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    c = SPECKLE_NOISE[severity - 1]
+    table = _speckle_table(SPECKLE_NOISE[severity - 1])
 
     def step(xb: np.ndarray, z: np.ndarray, o: np.ndarray) -> None:
-        cv2.multiply(z, xb, dst=z, scale=c, dtype=cv2.CV_32F)  # x * c * z
-        cv2.add(z, xb, dst=o, dtype=cv2.CV_8U)
+        cv2.multiply(xb, z, dst=o, dtype=cv2.CV_8U)  # x (1 + c z), rounded, saturated
 
-    return _blockwise(x8, rng, step)
+    return _blockwise(x8, rng, step, table)
