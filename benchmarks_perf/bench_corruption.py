@@ -53,7 +53,8 @@ import imagecorruptions
 from imagecorruptions import corrupt, get_corruption_names
 budget, severity = float(sys.argv[2]), int(sys.argv[3])
 images = {int(k): np.load(v) for k, v in json.loads(sys.argv[1]).items()}
-out = {"version": getattr(imagecorruptions, "__version__", None), "numpy": np.__version__, "results": {}}
+from importlib.metadata import version
+out = {"version": version("imagecorruptions"), "numpy": np.__version__, "results": {}}
 for name in get_corruption_names("all"):
     res = {}
     for size, img in images.items():
