@@ -71,11 +71,9 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: i
     return y
 
 
-@register("frost", "weather", "imagenet-c")
-def frost(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
-    """``c0 * x + c1 * frost`` with a random crop of one of the procedural frost textures."""
-    a, b = FROST[severity - 1]
-    h, w, c = x.shape
+def _frost_crop(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A random ``h x w`` crop of one of the procedural frost textures (luma for one channel)."""
+    h, w, c = shape
     tex = frost_texture(int(rng.integers(BANK_SIZE)))
     if h > TEXTURE_SIZE or w > TEXTURE_SIZE:  # upscale (ImageNet-C: by the larger ratio, times 1.1)
         f = max(h, w) / TEXTURE_SIZE * 1.1
@@ -84,28 +82,22 @@ def frost(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: 
     y0 = int(rng.integers(tex.shape[0] - h + 1))
     x0 = int(rng.integers(tex.shape[1] - w + 1))
     crop = tex[y0:y0 + h, x0:x0 + w]
-    if c == 1:
-        crop = luma(crop)
-    return a * x + b * crop
+    return luma(crop) if c == 1 else crop
+
+
+@register("frost", "weather", "imagenet-c")
+def frost(x: np.ndarray, severity: int, rng: np.random.Generator, *, max_value: int) -> np.ndarray:
+    """``c0 * x + c1 * frost`` with a random crop of one of the procedural frost textures."""
+    a, b = FROST[severity - 1]
+    return a * x + b * _frost_crop(x.shape, rng)
 
 
 @register_u8("frost")
 def frost_u8(x8: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """8-bit :func:`frost`: the same draws and blend, rounded to nearest by OpenCV."""
     a, b = FROST[severity - 1]
-    h, w, c = x8.shape
-    tex = frost_texture(int(rng.integers(BANK_SIZE)))
-    if h > TEXTURE_SIZE or w > TEXTURE_SIZE:
-        f = max(h, w) / TEXTURE_SIZE * 1.1
-        n = int(np.ceil(TEXTURE_SIZE * f))
-        tex = cv2.resize(tex, (n, n), interpolation=cv2.INTER_CUBIC)
-    y0 = int(rng.integers(tex.shape[0] - h + 1))
-    x0 = int(rng.integers(tex.shape[1] - w + 1))
-    crop = tex[y0:y0 + h, x0:x0 + w]
-    if c == 1:
-        crop = luma(crop)
-    y = cv2.addWeighted(x8, float(a), crop, 255.0 * b, 0.0, dtype=cv2.CV_8U)
-    return y.reshape(h, w, c)
+    y = cv2.addWeighted(x8, float(a), _frost_crop(x8.shape, rng), 255.0 * b, 0.0, dtype=cv2.CV_8U)
+    return y.reshape(x8.shape)
 
 
 @register("fog", "weather", "imagenet-c")
