@@ -41,11 +41,13 @@ class CorruptionPolicy:
     Args:
         names: corruption names (default: the 15 ImageNet-C corruptions). Duplicates weight a name up.
         severities: severities to draw from (default ``(1, 2, 3, 4, 5)``).
+        fraction: the share of samples that get a corrupted twin, in ``[0, 1]`` (default 1); which ones
+            is :meth:`selects`, a pure function of ``(seed, key)`` like the choice itself.
         seed: non-negative int.
 
     Raises:
         ValueError / TypeError: on an unknown name (the message lists valid ones), an empty list,
-            a severity outside 1..5 or a bad seed.
+            a severity outside 1..5, a fraction outside ``[0, 1]`` or a bad seed.
 
     Example::
 
@@ -55,6 +57,7 @@ class CorruptionPolicy:
 
     names: tuple[str, ...] = _DEFAULT_NAMES
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    fraction: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,7 +72,21 @@ class CorruptionPolicy:
         sev = tuple(check_severity(s, argname="severities[i]") for s in sev)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "severities", sev)
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float, np.integer, np.floating)):
+            raise TypeError(f"fraction must be a number in [0, 1], got {type(self.fraction).__name__}")
+        if not 0.0 <= float(self.fraction) <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {self.fraction!r}")
+        object.__setattr__(self, "fraction", float(self.fraction))
         object.__setattr__(self, "seed", check_seed(self.seed))
+
+    def selects(self, key: str | int) -> bool:
+        """Whether sample ``key`` gets a corrupted twin: true for a ``fraction`` share of keys.
+
+        Raises:
+            TypeError: if ``key`` is not a str or int.
+        """
+        h = derive_seed(self.seed, "select", _key_bytes(key))
+        return (h % 2**53) / 2**53 < self.fraction
 
     def choose(self, key: str | int) -> tuple[str, int, int]:
         """Return ``(name, severity, corruption_seed)`` for ``key`` (a str or int sample id).

@@ -46,3 +46,27 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="seed"):
         CorruptionPolicy(seed=-2)
     assert CorruptionPolicy(names="fog", severities=3).choose(0)[:2] == ("fog", 3)
+
+
+def test_selects_is_deterministic_and_takes_the_fraction():
+    p = CorruptionPolicy(fraction=0.3, seed=7)
+    keys = [f"rollout-{i}" for i in range(4000)]
+    chosen = [p.selects(k) for k in keys]
+    assert chosen == [CorruptionPolicy(fraction=0.3, seed=7).selects(k) for k in keys]
+    assert abs(sum(chosen) / len(keys) - 0.3) < 0.03  # binomial sd is 0.007
+    assert chosen != [CorruptionPolicy(fraction=0.3, seed=8).selects(k) for k in keys]
+
+
+def test_selects_nests_across_fractions_and_covers_the_ends():
+    keys = list(range(500))
+    low = {k for k in keys if CorruptionPolicy(fraction=0.2).selects(k)}
+    high = {k for k in keys if CorruptionPolicy(fraction=0.6).selects(k)}
+    assert low < high  # a larger fraction keeps every key a smaller one selected
+    assert all(CorruptionPolicy(fraction=1).selects(k) for k in keys)
+    assert not any(CorruptionPolicy(fraction=0).selects(k) for k in keys)
+
+
+@pytest.mark.parametrize("bad, err", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), ("0.5", TypeError), (True, TypeError)])
+def test_bad_fraction_raises_naming_it(bad, err):
+    with pytest.raises(err, match="fraction"):
+        CorruptionPolicy(fraction=bad)
