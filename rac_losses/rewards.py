@@ -2,6 +2,8 @@
 
 - :func:`parse_verbalized_confidence` reads the last ``<confidence>x</confidence>`` of a response.
 - :func:`brier_reward`: ``1 - (correct - confidence)^2`` (RLCR's calibration reward).
+- :func:`verbalized_reward`: correctness plus the Brier reward of a response's stated confidence, the
+  reward the verl and OpenRLHF hooks return.
 - :func:`rank_consistency_reward`: how well a rollout's confidence orders it against its group.
 - :func:`corruption_consistency_reward`: the same for a clean row and its corrupted twins.
 
@@ -14,6 +16,7 @@ differentiable (rewards) and use the same pairings as the losses.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import torch
 
@@ -23,10 +26,12 @@ from rac_losses.pairwise import check_severity, corruption_table
 from rac_losses.ranking import ranking_table
 
 __all__ = [
+    "VerbalizedReward",
     "brier_reward",
     "corruption_consistency_reward",
     "parse_verbalized_confidence",
     "rank_consistency_reward",
+    "verbalized_reward",
 ]
 
 _CONFIDENCE_TAG = re.compile(r"<confidence>\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*(%?)\s*</confidence>", re.IGNORECASE)
@@ -84,6 +89,44 @@ def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch
         if not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
             raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
     return 1.0 - (float(correct) - float(confidence)) ** 2
+
+
+class VerbalizedReward(NamedTuple):
+    """What :func:`verbalized_reward` returns.
+
+    Attributes:
+        score: ``correct + brier``, in ``[0, 2]``.
+        correct: the correctness score given, in ``[0, 1]``.
+        confidence: the stated confidence, or ``None`` when missing or malformed.
+        brier: ``1 - (correct - confidence)^2``, or 0 (the worst Brier reward) without a valid confidence.
+    """
+
+    score: float
+    correct: float
+    confidence: float | None
+    brier: float
+
+
+def verbalized_reward(text: str, correct: float | bool) -> VerbalizedReward:
+    """Correctness plus the Brier reward of the last ``<confidence>`` tag in ``text`` (RLCR's reward).
+
+    A response without a readable confidence (see :func:`parse_verbalized_confidence`) gets a Brier term of
+    0, the worst a stated confidence can earn, so leaving the tag out never pays.
+
+    Args:
+        text: the response (solution) string.
+        correct: its correctness, 0/1 or a graded score in ``[0, 1]``.
+
+    Raises:
+        TypeError / ValueError: ``text`` not a str, ``correct`` not a number in ``[0, 1]``.
+    """
+    if isinstance(correct, bool):
+        correct = float(correct)
+    if not isinstance(correct, (int, float)) or not 0.0 <= float(correct) <= 1.0:
+        raise ValueError(f"correct must be a number in [0, 1], got {correct!r}")
+    confidence = parse_verbalized_confidence(text)
+    brier = 0.0 if confidence is None else float(brier_reward(confidence, float(correct)))
+    return VerbalizedReward(float(correct) + brier, float(correct), confidence, brier)
 
 
 def _consistency(confidence: torch.Tensor, table: ComparisonTable) -> torch.Tensor:

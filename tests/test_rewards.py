@@ -13,6 +13,7 @@ from rac_losses.rewards import (
     corruption_consistency_reward,
     parse_verbalized_confidence,
     rank_consistency_reward,
+    verbalized_reward,
 )
 from strategies import batches
 
@@ -99,3 +100,33 @@ def test_consistency_extremes():
     group = torch.zeros(3, dtype=torch.long)
     assert rank_consistency_reward(torch.tensor([0.1, 0.2, 0.3]), reward, group).tolist() == [1.0, 1.0, 1.0]
     assert rank_consistency_reward(torch.tensor([0.3, 0.2, 0.1]), reward, group).tolist() == [-1.0, -1.0, -1.0]
+
+
+@pytest.mark.parametrize(
+    "text, correct, confidence",
+    [
+        ("x=3 <confidence>0.8</confidence>", 1.0, 0.8),
+        ("x=3 <confidence>80%</confidence>", 0.0, 0.8),
+        ("<confidence>0.1</confidence> then <confidence>0.9</confidence>", 1, 0.9),
+        ("no tag at all", 1.0, None),
+        ("<confidence>very</confidence>", 0.0, None),
+        ("<confidence>1.5</confidence>", 1.0, None),
+    ],
+)
+def test_verbalized_reward_is_correctness_plus_brier(text, correct, confidence):
+    r = verbalized_reward(text, correct)
+    assert r.confidence == confidence and r.correct == float(correct)
+    expected_brier = 0.0 if confidence is None else 1.0 - (correct - confidence) ** 2
+    assert r.brier == pytest.approx(expected_brier) and r.score == pytest.approx(correct + expected_brier)
+
+
+def test_verbalized_reward_never_pays_for_leaving_the_tag_out():
+    for correct in (0.0, 1.0):
+        missing = verbalized_reward("answer", correct).score
+        assert all(verbalized_reward(f"answer <confidence>{c}</confidence>", correct).score >= missing for c in (0, 0.3, 0.5, 1))
+
+
+@pytest.mark.parametrize("text, correct, err", [(3, 1.0, TypeError), ("a", 1.5, ValueError), ("a", "1", ValueError)])
+def test_verbalized_reward_bad_input(text, correct, err):
+    with pytest.raises(err):
+        verbalized_reward(text, correct)
