@@ -10,6 +10,7 @@ then :func:`rac_partner_loss` per micro-batch; summed, they equal :func:`rac_los
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -274,6 +275,7 @@ class RACPartners:
         pair: the pairwise loss's :class:`~rac_losses.Partners`, or ``None`` without twins.
 
     Index with a ``LongTensor``, bool mask or slice for one micro-batch's rows; ``.to(device)`` moves both.
+    Frameworks that carry per-row batch keys across processes use :meth:`to_fields` / :meth:`from_fields`.
     """
 
     rank: Partners
@@ -288,6 +290,48 @@ class RACPartners:
     def to(self, device: torch.device | str) -> RACPartners:
         """A copy with every table on ``device``."""
         return RACPartners(self.rank.to(device), None if self.pair is None else self.pair.to(device))
+
+    def to_fields(self, prefix: str = "rac_") -> dict[str, torch.Tensor]:
+        """Every table as a per-row tensor with leading dimension ``N``, keyed ``{prefix}{rank|pair}_{name}``.
+
+        The shared normaliser becomes an ``[N]`` copy per row, so any selection of rows (a framework's
+        shuffled micro-batch) still carries it. :meth:`from_fields` inverts this.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for loss, table in (("rank", self.rank), ("pair", self.pair)):
+            if table is None:
+                continue
+            for f in fields(table):
+                value = getattr(table, f.name)
+                out[f"{prefix}{loss}_{f.name}"] = value.expand(len(table)) if f.name == "normaliser" else value
+        return out
+
+    @classmethod
+    def from_fields(cls, batch: Mapping[str, torch.Tensor], prefix: str = "rac_") -> RACPartners:
+        """The tables of some rows from their per-row fields (any ``n >= 1`` rows of :meth:`to_fields`).
+
+        Raises:
+            KeyError: a ranking-table field is missing (the message names it).
+            ValueError: no rows, or rows whose normalisers differ (fields of different batches mixed).
+        """
+        tables = {}
+        for loss in ("rank", "pair"):
+            names = [f"{prefix}{loss}_{f.name}" for f in fields(Partners)]
+            if loss == "pair" and names[0] not in batch:
+                tables[loss] = None
+                continue
+            missing = [n for n in names if n not in batch]
+            if missing:
+                raise KeyError(f"partner table field(s) {', '.join(missing)} missing from the batch")
+            values = {f.name: batch[n] for f, n in zip(fields(Partners), names)}
+            normaliser = values["normaliser"]
+            if normaliser.ndim != 1 or normaliser.shape[0] == 0:
+                raise ValueError(f"{prefix}{loss}_normaliser must be a non-empty [n] tensor, got shape {tuple(normaliser.shape)}")
+            if not bool((normaliser == normaliser[0]).all()):
+                raise ValueError(f"{prefix}{loss}_normaliser differs between rows: fields of different batches were mixed")
+            values["normaliser"] = normaliser[0]
+            tables[loss] = Partners(**values)
+        return cls(tables["rank"], tables["pair"])
 
 
 def rac_partners(

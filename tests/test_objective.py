@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rac_losses import (
     RACConfig,
+    RACPartners,
     pairwise_corruption_loss,
     rac_loss,
     rac_partner_loss,
@@ -205,3 +206,36 @@ def test_row_form_without_twins_and_its_errors():
         rac_partner_loss(plain["token_logprobs"], plain["mask"], partners.rank)
     with pytest.raises(ValueError, match=r"confidence must have shape \[2\], got \(3,\)"):
         rac_partner_loss(plain["token_logprobs"][:3], plain["mask"][:3], partners[torch.tensor([0, 1])])
+
+
+@given(st.integers(0, 30), st.randoms(use_true_random=False), st.booleans())
+def test_partner_fields_round_trip_through_any_row_selection(seed, rnd, twins):
+    b = _batch(seed)
+    if not twins:
+        keep = b["severity"] == 0
+        b = {k: v[keep] for k, v in b.items() if k not in ("pair", "severity")}
+    partners = rac_partners(**b)
+    fields = partners.to_fields()
+    assert all(v.shape[0] == len(partners) for v in fields.values())
+    assert ("rac_pair_sign" in fields) == twins
+    rows = torch.tensor(rnd.sample(range(len(partners)), rnd.randint(1, len(partners))))
+    # a framework selects rows of every per-row field (shuffled micro-batch), then rebuilds the tables
+    back = RACPartners.from_fields({k: v[rows] for k, v in fields.items()})
+    want = partners[rows]
+    for loss in ("rank", "pair"):
+        a, w = getattr(back, loss), getattr(want, loss)
+        assert (a is None) == (w is None)
+        if a is not None:
+            for f in dataclasses.fields(a):
+                torch.testing.assert_close(getattr(a, f.name), getattr(w, f.name))
+
+
+def test_partner_fields_errors():
+    fields = rac_partners(**_batch()).to_fields(prefix="x_")
+    with pytest.raises(KeyError, match="x_rank_sign"):
+        RACPartners.from_fields({k: v for k, v in fields.items() if k != "x_rank_sign"}, prefix="x_")
+    other = dict(fields, x_rank_normaliser=fields["x_rank_normaliser"] + torch.arange(len(fields["x_rank_normaliser"])))
+    with pytest.raises(ValueError, match="x_rank_normaliser differs between rows"):
+        RACPartners.from_fields(other, prefix="x_")
+    with pytest.raises(ValueError, match="non-empty"):
+        RACPartners.from_fields({k: v[:0] for k, v in fields.items()}, prefix="x_")
