@@ -1,0 +1,160 @@
+"""``rac-openrlhf ARGS``: ``python -m openrlhf.cli.train_ppo_ray ARGS`` with RAC inside.
+
+``ARGS`` are OpenRLHF's own arguments, passed on unchanged, plus ``--rac.NAME VALUE`` (or
+``--rac.NAME=VALUE``) for every option of :class:`~rac_losses.integrations.settings.RACSettings`. The RAC
+options are validated before Ray starts. Then Ray starts with the options in an environment variable and
+the setup hook :func:`rac_losses.integrations.openrlhf.hook.install` in every worker, and OpenRLHF's
+``train_ppo_ray`` runs as ``__main__`` (its ``train()`` uses the running Ray instead of starting its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+
+from rac_losses.integrations.openrlhf.hook import HOOK, check_supported
+from rac_losses.integrations.openrlhf.options import settings_to_env
+from rac_losses.integrations.settings import OPTION_NAMES, RACSettings
+
+__all__ = ["TRAIN_MODULE", "main", "prepare_run", "runtime_env", "split_args"]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_MODULE = "openrlhf.cli.train_ppo_ray"
+_PREFIX = "--rac."
+_HELP = {
+    "rank_coef": "weight of the ranking loss (better reward -> more confident, within a prompt's group); 0 turns it off",
+    "rank_confidence": "confidence of the ranking loss: mean_logprob, prob or neg_entropy",
+    "rank_link": "comparison loss: logistic, hinge or squared_hinge",
+    "rank_scale": "inverse temperature of the comparison",
+    "rank_margin": "margin of the comparison",
+    "rank_pair_weight": "uniform, or reward_gap (weight a comparison by its reward difference)",
+    "rank_tie_tolerance": "reward differences up to this are ties (no comparison)",
+    "pair_coef": "weight of the clean-vs-corrupted loss (needs images); 0 turns twins off",
+    "pair_confidence": "confidence of the pairwise loss: neg_entropy, mean_logprob or prob",
+    "pair_link": "comparison loss of the pairwise term",
+    "pair_scale": "inverse temperature of the pairwise comparison",
+    "pair_margin": "margin of the pairwise comparison",
+    "pair_severity_margin": "extra margin per unit of severity gap",
+    "pair_detach_clean": "true: only the corrupted side gets gradient from the pairwise loss",
+    "corruption.names": "comma-separated corruptions for twins",
+    "corruption.severities": "comma-separated severities to draw from (1..5)",
+    "corruption.fraction": "share of rollouts that get a corrupted twin (one extra forward each)",
+    "corruption.seed": "seed of the per-rollout choice of twin and corruption",
+}
+
+
+def split_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """``(rac options by name, OpenRLHF's arguments in their order, unchanged)``.
+
+    Raises:
+        ValueError: a ``--rac.*`` flag without a value, or given twice.
+    """
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(_PREFIX):
+            name, eq, value = arg[len(_PREFIX):].partition("=")
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise ValueError(f"--rac.{name} needs a value")
+                i += 1
+                value = argv[i]
+            if name in options:
+                raise ValueError(f"--rac.{name} is given twice")
+            options[name] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return options, rest
+
+
+def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> list[str]:
+    """Check ``settings`` against OpenRLHF's arguments; return the arguments to run with.
+
+    Adds ``--actor.entropy_coef 0`` when a confidence reads entropy and the flag is absent (OpenRLHF then
+    computes the entropy with gradient and adds no entropy loss).
+
+    Raises:
+        ValueError: twins asked for on a text-only run (``--data.max_images_per_prompt 0``), dynamic
+            batching, or settings the adapter does not support.
+    """
+    check_supported(settings)
+    known = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    known.add_argument("--data.max_images_per_prompt", dest="max_images", type=int, default=0)
+    known.add_argument("--actor.entropy_coef", dest="entropy_coef", type=float, default=None)
+    known.add_argument("--train.dynamic_batch_enable", dest="dynamic_batch", action="store_true")
+    args, _ = known.parse_known_args(openrlhf_args)
+    if settings.uses_twins and args.max_images == 0:
+        raise ValueError(
+            "rac.pair_coef > 0 with rac.corruption.fraction > 0 needs images, but this is a text-only run "
+            "(--data.max_images_per_prompt 0); pass --rac.pair_coef 0 or --rac.corruption.fraction 0"
+        )
+    if args.dynamic_batch:
+        raise ValueError("--train.dynamic_batch_enable is not supported with RAC")
+    if settings.needs_entropy and args.entropy_coef is None:
+        logger.info("rac: a neg_entropy confidence reads the entropy: adding --actor.entropy_coef 0")
+        return [*openrlhf_args, "--actor.entropy_coef", "0"]
+    return list(openrlhf_args)
+
+
+def runtime_env(settings: RACSettings) -> dict:
+    """Ray's ``runtime_env``: OpenRLHF's own environment defaults, the RAC options and the setup hook."""
+    env = {
+        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+        "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
+        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
+        **settings_to_env(settings),
+    }
+    return {"env_vars": env, "worker_process_setup_hook": HOOK}
+
+
+def _rac_help() -> str:
+    defaults = RACSettings().as_options()
+    parser = argparse.ArgumentParser(
+        prog="rac-openrlhf",
+        usage="rac-openrlhf [--rac.NAME VALUE ...] [OpenRLHF train_ppo_ray arguments ...]",
+        description="OpenRLHF's PPO/GRPO training (openrlhf.cli.train_ppo_ray) with Ranking-Aware Calibration.",
+        add_help=False,
+    )
+    group = parser.add_argument_group("RAC options")
+    for name in OPTION_NAMES:
+        default = defaults[name]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        group.add_argument(f"--rac.{name}", metavar="VALUE", help=f"{_HELP[name]} (default: {shown})")
+    return parser.format_help()
+
+
+def _run_openrlhf(args: list[str]) -> None:
+    sys.argv = [TRAIN_MODULE, *args]
+    runpy.run_module(TRAIN_MODULE, run_name="__main__", alter_sys=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``rac-openrlhf`` command. Returns 0 after training, 2 on a bad ``--rac`` option (before Ray)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(_rac_help())
+        print("OpenRLHF's arguments (python -m openrlhf.cli.train_ppo_ray --help):\n", flush=True)
+        _run_openrlhf(["--help"])
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        options, openrlhf_args = split_args(argv)
+        settings = RACSettings.from_options(options)
+        openrlhf_args = prepare_run(settings, openrlhf_args)
+    except ValueError as e:
+        print(f"rac-openrlhf: error: {e}", file=sys.stderr)
+        return 2
+    import ray
+
+    logger.info("rac: starting Ray with the RAC setup hook (%s)", settings)
+    ray.init(runtime_env=runtime_env(settings))
+    _run_openrlhf(openrlhf_args)
+    return 0

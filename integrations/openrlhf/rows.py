@@ -1,0 +1,177 @@
+"""The pre-update pass: a replay buffer's samples as RAC rows, with partner tables and metrics.
+
+Rows ``0..N-1`` are the buffer's samples (clean), rows ``N..N+M-1`` their corrupted twins. Each sample is
+stamped with its row and its twin's row (``info["rac_row"]``, ``info["rac_twin"]``, ``-1`` without twin):
+per-sample entries that survive the replay buffer's shuffle and any micro-batch split, so each micro-batch
+finds its rows' slice of the partner tables.
+
+Confidences come from the parameters before the update: the old log-probs OpenRLHF keeps
+(``action_log_probs``) for clean rows; a no-grad actor forward for the per-token entropy and for twins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from rac_losses import RACPartners, rac_loss, rac_partners
+from rac_losses.integrations.openrlhf.groups import GROUP_KEY
+from rac_losses.integrations.openrlhf.twins import corrupted_inputs, sample_key
+from rac_losses.integrations.settings import RACSettings
+
+__all__ = ["ROW_KEY", "TWIN_KEY", "RACBatch", "prepare_batch"]
+
+logger = logging.getLogger(__name__)
+
+ROW_KEY = "rac_row"
+TWIN_KEY = "rac_twin"
+
+
+@dataclasses.dataclass(frozen=True)
+class RACBatch:
+    """One training batch's RAC state, fixed before the update.
+
+    Attributes:
+        partners: partner tables of the ``N + M`` rows (clean samples, then twins), on the CPU.
+        twin_inputs: twin row -> its corrupted images' model inputs (``pixel_values``, ``image_grid_thw``).
+        metrics: :func:`rac_losses.rac_loss`'s metrics at the pre-update parameters, plus ``twins`` (``M``).
+        scale: factor on each micro-batch's RAC term (see ``RACActorPPOTrainer.ppo_train``).
+    """
+
+    partners: RACPartners
+    twin_inputs: dict[int, dict[str, torch.Tensor]]
+    metrics: dict[str, float]
+    scale: float = 1.0
+
+
+def _merge(inputs: Sequence[Any], device: torch.device) -> dict[str, torch.Tensor]:
+    from openrlhf.utils.vlm_utils import merge_mm_train_inputs
+
+    return merge_mm_train_inputs(list(inputs), device)
+
+
+def _forward(
+    actor: Any, batch: Any, rows: torch.Tensor, mm_inputs: dict[str, torch.Tensor], ring_attn_group: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log-probs, entropy)`` ``[b, A]`` of ``batch``'s ``rows`` under ``mm_inputs`` (no grad)."""
+    mask = batch.action_mask[rows]
+    log_probs, output = actor(
+        batch.sequences[rows], mask, attention_mask=batch.attention_mask[rows], return_output=True,
+        ring_attn_group=ring_attn_group, return_entropy=True, **mm_inputs,
+    )
+    return log_probs, output.entropy[:, -mask.shape[1]:]
+
+
+def _twins(items: Sequence[Any], settings: RACSettings, processor: Any) -> tuple[list[int], list[dict], list[int]]:
+    """Per sample the twin's index (or -1), and the twins' model inputs and severities."""
+    twin_of, inputs, severities = [-1] * len(items), [], []
+    if not settings.uses_twins:
+        return twin_of, inputs, severities
+    for i, item in enumerate(items):
+        images = item.images[0] if item.images else None
+        clean = item.mm_train_inputs[0] if item.mm_train_inputs else None
+        if not images or not clean:
+            continue  # a text-only sample (mixed datasets): no twin
+        key = sample_key(item.sequences, item.attention_mask)
+        if not settings.corruption.selects(key):
+            continue
+        mm, severity = corrupted_inputs(processor, images, clean, key, settings.corruption)
+        twin_of[i] = len(inputs)
+        inputs.append(mm)
+        severities.append(severity)
+    return twin_of, inputs, severities
+
+
+@torch.no_grad()
+def prepare_batch(
+    items: Sequence[Any],
+    *,
+    actor: Any,
+    settings: RACSettings,
+    processor: Any,
+    chunk_size: int,
+    ring_attn_group: Any = None,
+) -> RACBatch:
+    """Stamp ``items`` with their rows and compute the batch's partner tables (before the update).
+
+    Args:
+        items: the replay buffer's single-sample ``Experience`` objects, each with ``info["rac_group"]``,
+            ``rewards`` and ``action_log_probs``; modified: ``info["rac_row"]`` / ``info["rac_twin"]`` added.
+        actor: OpenRLHF's ``Actor`` (forwards for entropy and twins only).
+        settings: the run's RAC settings.
+        processor: the model's processor (for twins).
+        chunk_size: samples per forward.
+        ring_attn_group: passed to the actor's forward.
+
+    Raises:
+        ValueError: a sample without ``info["rac_group"]`` (the group-id wrapper is not installed), and as
+            :func:`~rac_losses.integrations.openrlhf.twins.corrupted_inputs` and :func:`rac_losses.rac_loss`.
+    """
+    from openrlhf.trainer.ppo_utils.experience import make_experience_batch
+
+    n = len(items)
+    if n and any(GROUP_KEY not in item.info for item in items):
+        raise ValueError(f"rac: samples without info[{GROUP_KEY!r}]; the RAC setup hook did not wrap compute_advantages_and_returns")
+    twin_of, twin_inputs, severities = _twins(items, settings, processor)
+    with_entropy = settings.needs_entropy
+    device = next(actor.parameters()).device
+    log_probs = [item.action_log_probs for item in items]
+    masks = [item.action_mask for item in items]
+    entropy: list[torch.Tensor] = []
+    twin_log_probs: list[torch.Tensor | None] = [None] * len(twin_inputs)
+    twin_entropy: list[torch.Tensor | None] = [None] * len(twin_inputs)
+    was_training = actor.training
+    actor.eval()
+    try:
+        for start in range(0, n if (with_entropy or twin_inputs) else 0, chunk_size):
+            chunk = items[start : start + chunk_size]
+            batch = make_experience_batch(list(chunk)).to_device(device)
+            everyone = torch.arange(len(chunk), device=device)
+            if with_entropy:
+                clean_mm = _merge(batch.mm_train_inputs, device) if getattr(actor, "is_vlm", False) else {}
+                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group)
+                entropy.extend(e[: len(mk)].cpu() for e, mk in zip(ent, masks[start : start + chunk_size]))
+            twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
+            if twins:
+                rows = torch.tensor([j for j, _ in twins], device=device)
+                twin_mm = _merge([twin_inputs[t] for _, t in twins], device)
+                lp, ent = _forward(actor, batch, rows, twin_mm, ring_attn_group)
+                for (j, t), lp_t, ent_t in zip(twins, lp, ent):
+                    width = len(masks[start + j])
+                    twin_log_probs[t], twin_entropy[t] = lp_t[:width].cpu(), ent_t[:width].cpu()
+    finally:
+        actor.train(was_training)
+
+    clean_of_twin = torch.tensor([i for i in range(n) if twin_of[i] >= 0], dtype=torch.long)
+    m = len(twin_inputs)
+    rows_log_probs = pad_sequence([x.float() for x in log_probs + twin_log_probs], batch_first=True)
+    rows_mask = pad_sequence([x.bool() for x in masks + [masks[i] for i in clean_of_twin.tolist()]], batch_first=True)
+    rows_entropy = (
+        pad_sequence([x.float() for x in entropy + twin_entropy], batch_first=True) if with_entropy else None
+    )
+    group = torch.stack([torch.as_tensor(item.info[GROUP_KEY]).reshape(()) for item in items]).long()
+    reward = torch.stack([item.rewards.reshape(()) for item in items]).float()
+    rows = dict(
+        reward=torch.cat([reward, reward[clean_of_twin]]),
+        group=torch.cat([group, group[clean_of_twin]]),
+        token_entropy=rows_entropy,
+        config=settings.config,
+    )
+    if settings.uses_twins:
+        rows.update(
+            pair=torch.cat([torch.arange(n), clean_of_twin]),
+            severity=torch.cat([torch.zeros(n), torch.tensor(severities, dtype=torch.float32)]),
+        )
+    partners = rac_partners(rows_log_probs, rows_mask, **rows)
+    metrics = dict(rac_loss(rows_log_probs, rows_mask, **rows).metrics, twins=float(m))
+    for i, item in enumerate(items):
+        item.info[ROW_KEY] = i
+        item.info[TWIN_KEY] = n + twin_of[i] if twin_of[i] >= 0 else -1
+    twin_rows = {n + t: mm for t, mm in enumerate(twin_inputs)}
+    logger.info("rac: %d rows, %d corrupted twins; %s", n, m, metrics)
+    return RACBatch(partners=partners, twin_inputs=twin_rows, metrics=metrics)

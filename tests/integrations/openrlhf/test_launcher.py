@@ -1,0 +1,173 @@
+"""The launcher: OpenRLHF's arguments pass unchanged, ``--rac.*`` is validated before Ray starts, help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import ray
+
+from rac_losses.integrations.openrlhf import launcher
+from rac_losses.integrations.openrlhf.options import ENV_VAR, settings_from_env
+from rac_losses.integrations.settings import OPTION_NAMES, RACSettings
+
+# A GRPO run on a VLM as OpenRLHF's examples write it (dotted 0.11 flags, store_true flags, nargs, a negative
+# number, a comma-separated list).
+STOCK = [
+    "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "2",
+    "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "2",
+    "--vllm.num_engines", "2", "--vllm.tensor_parallel_size", "1",
+    "--train.colocate_all", "--vllm.gpu_memory_utilization", "0.6",
+    "--actor.model_name_or_path", "Qwen/Qwen2.5-VL-3B-Instruct",
+    "--reward.remote_url", "reward.py,other.py",
+    "--ckpt.output_dir", "/tmp/out", "--train.micro_batch_size", "2", "--train.batch_size", "64",
+    "--rollout.micro_batch_size", "8", "--rollout.batch_size", "64", "--rollout.n_samples_per_prompt", "8",
+    "--train.max_epochs", "1", "--data.max_len", "4096", "--rollout.max_new_tokens", "1024",
+    "--actor.adam.lr", "1e-6", "--algo.advantage.estimator", "group_norm",
+    "--algo.kl.init_coef", "0.001", "--algo.kl.use_loss", "--algo.kl.estimator", "k3",
+    "--data.prompt_dataset", "hiyouga/geometry3k", "--data.input_key", "problem", "--data.label_key", "answer",
+    "--data.image_key", "images", "--data.max_images_per_prompt", "1", "--data.apply_chat_template",
+    "--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-0.5", "1.5",
+    "--actor.gradient_checkpointing_enable", "--ds.zero_stage", "2",
+]
+
+
+class _Parsed(Exception):
+    """Raised in place of OpenRLHF's training once its parser has run."""
+
+
+@pytest.fixture
+def openrlhf_parse(monkeypatch):
+    """Run ``train_ppo_ray`` as ``__main__`` up to its own ``parse_args``; return the parsed namespace."""
+    parsed = []
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_and_stop(self, args=None, namespace=None):
+        parsed.append(original(self, args, namespace))
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+
+    def direct(args: list[str]) -> dict:
+        sys.argv = [launcher.TRAIN_MODULE, *args]
+        with pytest.raises(_Parsed):
+            runpy.run_module(launcher.TRAIN_MODULE, run_name="__main__", alter_sys=True)
+        return vars(parsed.pop())
+
+    def through_launcher(args: list[str]) -> dict:
+        with pytest.raises(_Parsed):
+            launcher.main(args)
+        return vars(parsed.pop())
+
+    return direct, through_launcher
+
+
+@pytest.fixture
+def fake_ray_init(monkeypatch):
+    """Record ``ray.init``'s keyword arguments instead of starting Ray."""
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_stock_arguments_reach_openrlhf_unchanged(openrlhf_parse, fake_ray_init):
+    direct, through_launcher = openrlhf_parse
+    stock = [*STOCK, "--actor.entropy_coef", "0.001"]
+    rac = ["--rac.rank_coef", "0.5", "--rac.corruption.names=gaussian_noise,defocus_blur", "--rac.rank_margin", "-0"]
+    expected = direct(stock)
+    # RAC flags anywhere: before, between and after OpenRLHF's
+    got = through_launcher(rac[:2] + stock[:6] + rac[2:3] + stock[6:] + rac[3:])
+    assert got == expected
+    assert expected["actor.entropy_coef"] == 0.001 and expected["algo.dynamic_filtering_range"] == [-0.5, 1.5]
+    (call,) = fake_ray_init
+    env = call["runtime_env"]
+    assert env["worker_process_setup_hook"] == "rac_losses.integrations.openrlhf.hook.install"
+    settings = settings_from_env(env["env_vars"])
+    assert settings.config.rank_coef == 0.5
+    assert settings.corruption.names == ("gaussian_noise", "defocus_blur")
+    assert settings.corruption.fraction == 0.5  # the default
+    assert env["env_vars"]["NCCL_DEBUG"] == os.environ.get("NCCL_DEBUG", "WARN")  # OpenRLHF's own default kept
+
+
+def test_entropy_flag_added_only_when_a_confidence_reads_entropy(openrlhf_parse, fake_ray_init):
+    direct, through_launcher = openrlhf_parse
+    expected = direct(STOCK)
+    assert expected["actor.entropy_coef"] is None
+    # default settings: the pairwise loss's confidence is neg_entropy -> --actor.entropy_coef 0 is added
+    got = through_launcher(STOCK)
+    assert got == {**expected, "actor.entropy_coef": 0.0}
+    # ranking only, on mean log-prob: nothing added
+    got = through_launcher([*STOCK, "--rac.pair_coef", "0"])
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("rac", "message"),
+    [
+        (["--rac.rank_coef", "abc"], "rac.rank_coef"),
+        (["--rac.rank_coef", "-1"], "rank_coef"),
+        (["--rac.rank_cof", "1"], "rank_cof"),
+        (["--rac.pair_confidence", "vibes"], "pair_confidence"),
+        (["--rac.corruption.names", "gaussian_noise,nope"], "nope"),
+        (["--rac.corruption.fraction", "2"], "fraction"),
+        (["--rac.rank_confidence", "topk"], "topk"),
+        (["--rac.rank_coef"], "--rac.rank_coef needs a value"),
+        (["--rac.rank_coef", "1", "--rac.rank_coef", "2"], "twice"),
+    ],
+)
+def test_bad_rac_value_fails_before_ray(rac, message, monkeypatch, capsys):
+    def no_ray(**kwargs):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    assert launcher.main([*STOCK, *rac]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rac-openrlhf: error: ") and message in err
+    assert not ray.is_initialized()
+
+
+def test_twins_on_a_text_only_run_fail_before_ray(monkeypatch, capsys):
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+    args = list(STOCK)
+    i = args.index("--data.max_images_per_prompt")
+    del args[i : i + 2]
+    assert launcher.main(args) == 2
+    assert "--rac.pair_coef 0" in capsys.readouterr().err
+    assert launcher.main([*args, "--train.dynamic_batch_enable", "--rac.pair_coef", "0"]) == 2
+    assert "dynamic_batch_enable" in capsys.readouterr().err
+
+
+def test_help_lists_rac_and_openrlhf_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in OPTION_NAMES:
+        assert f"--rac.{name} " in out
+    assert "--actor.model_name_or_path" in out and "--rollout.n_samples_per_prompt" in out  # OpenRLHF's own
+
+
+def test_module_entry_point_reports_errors_in_a_fresh_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rac_losses.integrations.openrlhf", "--rac.corruption.severities", "7"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "rac-openrlhf: error: rac.corruption" in result.stderr and "severit" in result.stderr
+
+
+def test_settings_round_trip_through_the_environment():
+    settings = RACSettings.from_options({"pair_link": "hinge", "corruption.severities": [2, 4], "corruption.seed": 3})
+    env = launcher.runtime_env(settings)["env_vars"]
+    assert settings_from_env(env) == settings
+    assert json.loads(env[ENV_VAR])["pair_link"] == "hinge"
+    with pytest.raises(RuntimeError, match="not set"):
+        settings_from_env({})
+    with pytest.raises(RuntimeError, match="valid RAC options"):
+        settings_from_env({ENV_VAR: json.dumps({"rank_coef": "x"})})
