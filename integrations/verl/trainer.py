@@ -1,0 +1,125 @@
+"""The ``rac`` v1 trainer mode: verl's synchronous PPO trainer with the RAC loss installed.
+
+Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*`` (see
+:mod:`rac_losses.integrations.settings`). At construction it validates the ``rac`` options, asks verl for
+per-token entropy when a ``neg_entropy`` confidence is used, and routes rollouts through the twin agent loop
+(``rac_single_turn``) when corrupted twins are wanted. Each step, after verl's advantages, it computes the
+RAC partner tables from the old log-probs verl already recomputed for every row (each under its own image)
+and writes them, the twin flags and a clean-only ``loss_mask`` back as per-row fields; the loss function
+(:func:`~rac_losses.integrations.verl.loss.rac_ppo_loss`) reads them in every micro-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import numpy as np
+import transfer_queue as tq
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tensordict import TensorDict
+from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+from verl.utils.config import omega_conf_to_dataclass
+
+from rac_losses.integrations.settings import RACSettings
+
+from .loss import rac_ppo_loss, without_twins
+from .rows import partner_fields, rows_from_verl
+
+__all__ = ["TRAINER_MODE", "TWIN_AGENT_LOOP", "RACTrainer", "prepare_config", "settings_from_config"]
+
+logger = logging.getLogger(__name__)
+
+#: ``trainer.v1.trainer_mode`` value that turns RAC on.
+TRAINER_MODE = "rac"
+#: Name of the agent loop that emits corrupted twins (registered by :mod:`.agent_loop`).
+TWIN_AGENT_LOOP = "rac_single_turn"
+_VERL_CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")  # verl exposes log-probs and entropy only
+
+
+def settings_from_config(config: DictConfig) -> RACSettings:
+    """The run's :class:`RACSettings` from the top-level ``rac`` node of verl's config (absent: defaults).
+
+    Raises:
+        ValueError: an unknown or invalid ``rac`` option (named), a confidence verl cannot provide
+            (``topk``), or twins with an advantage estimator other than ``grpo``.
+    """
+    node = config.get("rac")
+    options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    settings = RACSettings.from_options(options)
+    for name in ("rank_confidence", "pair_confidence"):
+        value = getattr(settings.config, name)
+        if value not in _VERL_CONFIDENCES:
+            raise ValueError(f"rac.{name}={value!r} is not available in verl; expected one of {', '.join(_VERL_CONFIDENCES)}")
+    estimator = config.algorithm.adv_estimator
+    if settings.uses_twins and estimator != "grpo":
+        # verl v1's GRPO computes group statistics from each rollout's final output only (the clean row,
+        # emitted after its twin); other estimators would count twins as extra samples.
+        raise ValueError(
+            f"corrupted twins need algorithm.adv_estimator=grpo (got {estimator!r}); "
+            "set +rac.pair_coef=0 or +rac.corruption.fraction=0 to train without twins"
+        )
+    return settings
+
+
+def prepare_config(config: DictConfig, settings: RACSettings) -> None:
+    """Adjust verl's config in place for RAC: entropy when needed, the twin agent loop when twins are wanted."""
+    with open_dict(config):
+        if settings.needs_entropy:
+            config.actor_rollout_ref.actor.calculate_entropy = True
+        agent = config.actor_rollout_ref.rollout.agent
+        if settings.uses_twins:
+            if agent.default_agent_loop not in ("single_turn_agent", TWIN_AGENT_LOOP):
+                logger.warning(
+                    "rac: default_agent_loop=%s emits no corrupted twins; the pairwise loss will see none",
+                    agent.default_agent_loop,
+                )
+            else:
+                agent.default_agent_loop = TWIN_AGENT_LOOP
+    if config.get("distillation") and config.distillation.get("enabled", False):
+        raise ValueError("rac does not support verl's distillation loss; disable distillation or RAC")
+
+
+@register_trainer(TRAINER_MODE)
+class RACTrainer(PPOTrainerSync):
+    """verl's ``sync`` trainer with the RAC loss function and per-step partner tables."""
+
+    def __init__(self, config: DictConfig):
+        self.rac = settings_from_config(config)
+        prepare_config(config, self.rac)
+        super().__init__(config)
+        logger.info("rac: %s", self.rac)
+
+    def _setup(self) -> None:
+        super()._setup()
+        actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+        self.actor_rollout_wg.set_loss_fn(partial(rac_ppo_loss, config=actor_config, settings=self.rac))
+
+    def _compute_advantage(self, batch, metrics: dict):
+        batch = super()._compute_advantage(batch, metrics=metrics)
+        fields = ["uid", "rm_scores", "response_mask", "old_log_probs", "entropy", "extra_fields"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        response_mask = data["response_mask"]
+        padded = data.select("rm_scores", "response_mask", "old_log_probs", "entropy").to_padded_tensor()
+        rows = rows_from_verl(
+            uid=list(data["uid"].tolist()),
+            rm_scores=padded["rm_scores"],
+            extra_fields=list(data["extra_fields"].tolist()),
+            padding=[tag.get("is_padding", False) for tag in batch.tags],
+        )
+        rows_per_mini_batch = self.config.actor_rollout_ref.actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
+        fields, rac_metrics = partner_fields(
+            rows,
+            padded["old_log_probs"],
+            padded["response_mask"],
+            self.rac,
+            entropy=padded["entropy"],
+            mini_batches=max(1, int(np.ceil(len(batch) / rows_per_mini_batch))),
+        )
+        metrics.update(rac_metrics)
+        metrics["rac/twins"] = float(rows.twin.sum())
+        fields["loss_mask"] = without_twins(response_mask, rows.twin)  # verl's token normaliser: clean tokens
+        return tq.kv_batch_put(
+            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
+        )

@@ -1,0 +1,25 @@
+"""verl adapter tests: import verl (skip outside the ``verl`` nox session), run its engine on the CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from frameworks import require
+
+require("verl")
+sys.path.insert(0, os.path.dirname(__file__))  # the test-only helpers beside this file
+
+import verl_cpu  # noqa: E402  (after verl is known to be importable)
+
+verl_cpu.install()
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_path(tmp_path_factory):
+    """A tiny random Qwen2.5-VL checkpoint folder."""
+    import tiny_vl
+
+    return tiny_vl.save(tmp_path_factory.mktemp("tinyqwenvl"))
