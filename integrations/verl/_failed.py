@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from verl.trainer.ppo.v1 import PPOTrainer, register_trainer
+from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
 
 def register_failure(error: BaseException) -> None:
     """Register trainer mode ``rac`` as a class whose construction raises ``RuntimeError`` from ``error``."""
-    if "rac" in TRAINER_REGISTRY:  # the real trainer registered before something else failed
+    if "rac" in TRAINER_REGISTRY:  # the real trainer registered before something else failed (name: trainer.TRAINER_MODE)
         return
 
-    class RACPluginImportFailed(PPOTrainer):
+    class RACPluginImportFailed(PPOTrainerSync):
         def __init__(self, *args, **kwargs):
             raise RuntimeError(
                 f"trainer.v1.trainer_mode=rac was asked for, but rac-losses' verl plugin failed to import: {error!r}"

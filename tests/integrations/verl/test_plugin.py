@@ -1,0 +1,111 @@
+"""The verl plugin: registration at ``import verl``, the ``rac`` trainer mode on verl's Hydra config, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import verl
+from hydra import compose, initialize_config_dir
+from verl.trainer.ppo.v1 import get_trainer_cls
+from verl.utils.config import omega_conf_to_dataclass
+
+from rac_losses import RACConfig
+from rac_losses.corruption import CorruptionPolicy
+from rac_losses.integrations.verl.trainer import RACTrainer
+
+GRPO = ["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
+
+
+def _compose(*overrides: str):
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose(config_name="ppo_trainer", overrides=[*GRPO, *overrides])
+
+
+def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter outside the repository (so the installed package is imported)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_import_verl_registers_the_trainer_mode_and_agent_loop(tmp_path):
+    done = _run(
+        """
+        import verl
+        from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+        from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+        print("REGISTERED", TRAINER_REGISTRY["rac"].__module__, "rac_single_turn" in _agent_loop_registry)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REGISTERED rac_losses.integrations.verl.trainer True" in done.stdout
+
+
+def test_the_flag_and_rac_overrides_build_the_trainer_settings():
+    config = _compose(
+        "trainer.v1.trainer_mode=rac", "+rac.rank_coef=0.3", "+rac.pair_coef=0.2", "+rac.rank_confidence=prob",
+        "+rac.corruption.names=[gaussian_noise,patch_mask]", "+rac.corruption.severities=[1,3,5]",
+        "+rac.corruption.fraction=0.25",
+    )
+    trainer_cls = get_trainer_cls(config.trainer.v1.trainer_mode)
+    assert trainer_cls is RACTrainer
+    trainer = trainer_cls(config)
+    assert trainer.rac.config == RACConfig(rank_coef=0.3, pair_coef=0.2, rank_confidence="prob")
+    assert trainer.rac.corruption == CorruptionPolicy(names=("gaussian_noise", "patch_mask"), severities=(1, 3, 5), fraction=0.25)
+    # the default pairwise confidence is neg_entropy: verl is asked for entropy; twins need the twin agent loop
+    assert config.actor_rollout_ref.actor.calculate_entropy is True
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "rac_single_turn"
+    assert omega_conf_to_dataclass(config.actor_rollout_ref.actor).calculate_entropy  # verl's own schema accepts it
+
+
+def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
+    trainer = RACTrainer(_compose("trainer.v1.trainer_mode=rac"))
+    assert trainer.rac.config == RACConfig() and trainer.rac.corruption.fraction == 0.5
+    config = _compose("trainer.v1.trainer_mode=rac", "+rac.pair_coef=0")
+    RACTrainer(config)
+    assert config.actor_rollout_ref.actor.calculate_entropy is False
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["+rac.rank_cof=1"], "unknown rac option.*rank_cof"),
+        (["+rac.rank_coef=-1"], "rank_coef"),
+        (["+rac.pair_link=cubic"], "pair_link.*logistic"),
+        (["+rac.corruption.names=[fgo]"], "rac.corruption.*fgo"),
+        (["+rac.corruption.fraction=1.5"], "fraction"),
+        (["+rac.rank_confidence=topk"], "rac.rank_confidence='topk' is not available in verl"),
+        (["algorithm.adv_estimator=gae"], "corrupted twins need algorithm.adv_estimator=grpo"),
+    ],
+)
+def test_a_bad_rac_value_fails_at_start_up_naming_it(overrides, match):
+    config = _compose("trainer.v1.trainer_mode=rac", *overrides)
+    with pytest.raises(ValueError, match=match):
+        get_trainer_cls("rac")(config)
+
+
+def test_a_broken_plugin_makes_the_rac_flag_fail_loudly(tmp_path):
+    done = _run(
+        """
+        import sys
+        sys.modules["rac_losses.integrations.verl.agent_loop"] = None  # its import now raises ImportError
+        import verl  # verl swallows the plugin's error
+        from verl.trainer.ppo.v1 import get_trainer_cls
+        try:
+            get_trainer_cls("rac")(config=None)
+        except RuntimeError as e:
+            print("RAISED", e, "| CAUSE", type(e.__cause__).__name__)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RAISED trainer.v1.trainer_mode=rac was asked for, but rac-losses' verl plugin failed to import" in done.stdout
+    assert "CAUSE ModuleNotFoundError" in done.stdout  # the original error is chained
