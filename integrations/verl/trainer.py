@@ -103,9 +103,10 @@ class RACTrainer(PPOTrainerSync):
         response_mask = data["response_mask"]
         padded = data.select("rm_scores", "response_mask", "old_log_probs", "entropy").to_padded_tensor()
         rows = rows_from_verl(
-            uid=list(data["uid"].tolist()),
+            # non-tensor fields come back as a list subclass, a NonTensorStack or an array: list() reads them all
+            uid=list(data["uid"]),
             rm_scores=padded["rm_scores"],
-            extra_fields=list(data["extra_fields"].tolist()),
+            extra_fields=list(data["extra_fields"]),
             padding=[tag.get("is_padding", False) for tag in batch.tags],
         )
         rows_per_mini_batch = self.config.actor_rollout_ref.actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n

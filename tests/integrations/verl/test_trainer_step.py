@@ -1,0 +1,110 @@
+"""The ``rac`` trainer's per-step work: after verl's advantages, the RAC fields are written for every row.
+
+TransferQueue (a Ray service) is replaced by an in-memory key-value store holding the fields in the
+layouts verl reads them back in (nested response tensors, list-like non-tensor fields).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from verl.trainer.ppo.v1 import PPOTrainerSync
+from verl.utils import tensordict_utils as tu
+
+import rac_losses.integrations.verl.trainer as trainer_module
+from rac_losses import RACPartners, rac_loss, rac_partner_loss
+from rac_losses.integrations.settings import RACSettings
+from rac_losses.integrations.verl.trainer import RACTrainer
+
+
+class FakeQueue:
+    """``kv_batch_get`` / ``kv_batch_put`` over a dict of per-row fields."""
+
+    def __init__(self, rows: dict[str, dict]):
+        self.rows = rows
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        values = {}
+        for f in select_fields:
+            column = [self.rows[k][f] for k in keys]
+            if isinstance(column[0], torch.Tensor):
+                values[f] = torch.nested.as_nested_tensor(column, layout=torch.jagged)
+            else:
+                values[f] = np.empty(len(keys), dtype=object)
+                values[f][:] = column
+        return tu.get_tensordict(values)
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        for name in fields.keys():
+            column = fields[name]
+            for i, k in enumerate(keys):
+                self.rows[k][name] = column[i]
+        return "meta"
+
+
+class Meta:
+    def __init__(self, keys, tags):
+        self.keys, self.tags, self.partition_id = keys, tags, "train"
+
+    def __len__(self):
+        return len(self.keys)
+
+
+def _step_rows(seed=0):
+    """2 prompts x 2 rollouts, a twin of rollout 0 of prompt 0, and one verl padding row (a template copy)."""
+    g = torch.Generator().manual_seed(seed)
+    spec = [("a", 0, 1.0, 0), ("a", 1, 0.0, 0), ("b", 0, 0.0, 0), ("b", 1, 1.0, 0), ("a", 0, 1.0, 4)]
+    rows, keys = {}, []
+    for uid, session, reward, severity in spec:
+        n = 2 + session + (uid == "b")
+        key = f"{uid}_{session}_{0 if severity else 1}"
+        keys.append(key)
+        rows[key] = dict(
+            uid=uid, rm_scores=torch.tensor([0.0] * (n - 1) + [reward]), response_mask=torch.ones(n, dtype=torch.long),
+            old_log_probs=-torch.rand(n, generator=g), entropy=torch.rand(n, generator=g),
+            extra_fields={"rac_pair": f"{uid}/{session}", "rac_severity": severity, "rac_corruption": "fog" if severity else ""},
+        )
+    rows["pad_0_0"] = dict(rows[keys[0]], uid="pad0")  # verl copies the first row as the padding template
+    keys.append("pad_0_0")
+    tags = [{}] * (len(keys) - 1) + [{"is_padding": True}]
+    return rows, keys, tags
+
+
+def test_compute_advantage_writes_partner_fields_twin_flags_and_a_clean_loss_mask(monkeypatch):
+    rows, keys, tags = _step_rows()
+    queue = FakeQueue(rows)
+    monkeypatch.setattr(trainer_module, "tq", queue)
+    monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", lambda self, batch, metrics: batch)  # verl's GRPO
+    trainer = object.__new__(RACTrainer)  # no Ray: set what the step reads
+    trainer.rac = RACSettings.from_options({"rank_coef": 0.5, "pair_coef": 0.25})
+    trainer.config = type("C", (), {})()
+    trainer.config.actor_rollout_ref = type("A", (), {})()
+    trainer.config.actor_rollout_ref.actor = type("P", (), {"ppo_mini_batch_size": 1})()
+    trainer.config.actor_rollout_ref.rollout = type("R", (), {"n": 2})()
+    metrics: dict = {}
+    trainer._compute_advantage(Meta(keys, tags), metrics)
+
+    twin = [bool(rows[k]["rac_twin"]) for k in keys]
+    assert twin == [False, False, False, False, True, False]
+    for k in keys:  # twins: no tokens in verl's policy-gradient normaliser
+        assert torch.equal(rows[k]["loss_mask"], rows[k]["response_mask"] * int(not rows[k]["rac_twin"]))
+    # the per-row fields rebuild the tables the core builds from the same rows (padding row invalid)
+    width = max(len(rows[k]["old_log_probs"]) for k in keys)
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - len(t)))  # noqa: E731
+    logp = torch.stack([pad(rows[k]["old_log_probs"]) for k in keys])
+    mask = torch.stack([pad(rows[k]["response_mask"]) for k in keys]).bool()
+    want = rac_loss(
+        logp, mask, torch.tensor([rows[k]["rm_scores"].sum().item() for k in keys]), torch.tensor([0, 0, 1, 1, 0, 2]),
+        token_entropy=torch.stack([pad(rows[k]["entropy"]) for k in keys]),
+        pair=torch.tensor([0, 1, 2, 3, 0, 0]), severity=torch.tensor([0, 0, 0, 0, 4, 0]),
+        valid=torch.tensor([True] * 5 + [False]), config=trainer.rac.config,
+    )
+    fields = {name: torch.stack([torch.as_tensor(rows[k][name]) for k in keys]) for name in rows[keys[0]] if name.startswith("rac_") and name != "rac_twin"}
+    partners = RACPartners.from_fields(fields)
+    # 6 rows at 2 rows per mini-batch: 3 optimiser steps share the batch, each sees the loss scaled by 3
+    total = rac_partner_loss(logp, mask, partners, token_entropy=torch.stack([pad(rows[k]["entropy"]) for k in keys]), config=trainer.rac.config)
+    torch.testing.assert_close(total, 3 * want.loss)
+    assert metrics["rac/rank_pairs"] == want.metrics["rank_pairs"] == 2
+    assert metrics["rac/pair_pairs"] == 1 and metrics["rac/twins"] == 1
+    assert metrics["rac/conf_gap"] == pytest.approx(want.metrics["conf_gap"])
