@@ -50,10 +50,8 @@ class RACSettings:
 
     @property
     def needs_entropy(self) -> bool:
-        """Whether a used confidence method reads per-token entropy."""
-        used = [self.config.rank_confidence] if self.config.rank_coef > 0 else []
-        if self.uses_twins:
-            used.append(self.config.pair_confidence)
+        """Whether a confidence method the run computes reads per-token entropy."""
+        used = [self.config.rank_confidence] + ([self.config.pair_confidence] if self.uses_twins else [])
         return "neg_entropy" in used
 
     @classmethod

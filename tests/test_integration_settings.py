@@ -40,7 +40,7 @@ def test_entropy_and_twins_follow_the_coefficients():
     assert not RACSettings.from_options({"pair_coef": 0}).needs_entropy
     assert not RACSettings.from_options({"corruption.fraction": 0}).uses_twins
     assert RACSettings.from_options({"pair_coef": 0, "rank_confidence": "neg_entropy"}).needs_entropy
-    assert not RACSettings.from_options({"rank_coef": 0, "pair_coef": 0, "rank_confidence": "neg_entropy"}).needs_entropy
+    assert not RACSettings.from_options({"pair_confidence": "topk", "rank_confidence": "prob"}).needs_entropy
 
 
 @pytest.mark.parametrize(
