@@ -33,23 +33,22 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 from rac_losses.corruption import CorruptionPolicy  # noqa: E402
-from rac_losses.integrations.verl import agent_loop  # noqa: E402
+from rac_losses.integrations.verl import agent_loop, reward  # noqa: E402
 from tiny_vl_processor import tiny_vl_processor  # noqa: E402
 
-RESPONSE_IDS = [20, 21, 22, 23, 2]
-RESPONSE_LOGPROBS = [-0.5, -0.25, -1.0, -0.125, -0.75]
+RESPONSE = "#### 42 <confidence>0.8</confidence>"  # reward hook on gsm8k with answer 42: 1 + (1 - 0.2^2)
+RESPONSE_LOGPROBS = [-0.5, -0.25, -1.0, -0.125, -0.75, -0.0625]
 TWINS = {"pair_coef": 0.1, "corruption": {"names": ["gaussian_noise", "defocus_blur", "patch_mask"], "severities": [1, 3, 5]}}
 
 
 class FakeServerManager:
-    """Answers every request with :data:`RESPONSE_IDS` and their log-probs; records the requests."""
+    """Answers every request with the same response ids and log-probs."""
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+    def __init__(self, response_ids: list[int]) -> None:
+        self.response_ids = response_ids
 
     async def generate(self, **request: Any) -> TokenOutput:
-        self.requests.append(request)
-        return TokenOutput(token_ids=list(RESPONSE_IDS), log_probs=list(RESPONSE_LOGPROBS))
+        return TokenOutput(token_ids=list(self.response_ids), log_probs=list(RESPONSE_LOGPROBS))
 
 
 class ImageBlocksDataset:
@@ -73,12 +72,18 @@ def processor():
     return tiny_vl_processor()
 
 
+def response_ids(tokenizer) -> list[int]:
+    """:data:`RESPONSE` then EOS."""
+    return tokenizer.encode(RESPONSE, add_special_tokens=False) + [tokenizer.eos_token_id]
+
+
 def make_config(rac: dict[str, Any] | None) -> Any:
     """The parts of verl's trainer config the loop reads, in struct mode like the real one."""
     config = OmegaConf.create(
         {
             "actor_rollout_ref": {"rollout": {"prompt_length": 512, "response_length": 16}},
             "data": {"apply_chat_template_kwargs": {}, "mm_processor_kwargs": {}},
+            "reward": {"custom_reward_function": {"path": f"pkg://{reward.__name__}", "name": "compute_score"}},
             **({"rac": rac} if rac is not None else {}),
         }
     )
@@ -91,7 +96,7 @@ def make_loop(config: Any, processor: Any, name: str = agent_loop.AGENT_LOOP_NAM
     return hydra.utils.instantiate(
         config=_agent_loop_registry[name],
         trainer_config=DictConfigWrap(config=config),
-        server_manager=FakeServerManager(),
+        server_manager=FakeServerManager(response_ids(processor.tokenizer)),
         tokenizer=processor.tokenizer,
         processor=processor,
         hf_model_type="qwen2_5_vl",
@@ -140,7 +145,7 @@ def test_twin_shares_tokens_and_grid_with_a_corrupted_image(processor):
     twin, clean = outputs
     for field in ("prompt_ids", "response_ids", "response_mask", "response_logprobs", "num_turns"):
         assert getattr(twin, field) == getattr(clean, field), field
-    assert clean.response_ids == RESPONSE_IDS and clean.response_logprobs == RESPONSE_LOGPROBS
+    assert clean.response_ids == response_ids(processor.tokenizer) and clean.response_logprobs == RESPONSE_LOGPROBS
     name, severity, _ = CorruptionPolicy(**TWINS["corruption"]).choose("u7/3")
     assert clean.extra_fields.items() >= {"rac_pair": "u7/3", "rac_severity": 0, "rac_corruption": ""}.items()
     assert twin.extra_fields.items() >= {"rac_pair": "u7/3", "rac_severity": severity, "rac_corruption": name}.items()
@@ -242,3 +247,48 @@ def test_bad_rac_option_fails_at_construction(processor):
     with pytest.raises(hydra.errors.InstantiationException, match="unknown rac option.*pair_cof") as error:
         make_loop(make_config({"pair_cof": 0.1}), processor)
     assert isinstance(error.value.__cause__, ValueError)
+
+
+def test_v1_worker_stores_twin_and_clean_rows_with_the_clean_reward(processor, monkeypatch):
+    """verl's own ``AgentLoopWorkerTQ._agent_loop_postprocess`` on the loop's output, with the reward hook
+    run by verl's naive reward manager and TransferQueue's put captured."""
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.trainer.ppo.v1 import agent_loop_tq
+
+    config = make_config({**TWINS, "corruption": {**TWINS["corruption"], "fraction": 1.0}})
+    sample = {
+        "raw_prompt": prompt(image(9)), "uid": "u9", "session_id": 2, "global_steps": 3, "index": 0,
+        "data_source": "openai/gsm8k", "reward_model": {"ground_truth": "42"}, "extra_info": {},
+    }  # fmt: skip
+    stored = {}
+
+    async def put(**kwargs):
+        stored.update(kwargs)
+
+    async def rollout_and_store():  # verl's objects bind the running event loop when built
+        outputs = await make_loop(config, processor).run({"temperature": 1.0}, **sample)
+        manager = NaiveRewardManager(config, processor.tokenizer, get_custom_reward_fn(config))
+        worker = object.__new__(agent_loop_tq.AgentLoopWorkerTQ.__ray_actor_class__)  # no Ray, no TransferQueue
+        worker.__dict__.update(
+            processor=processor, tokenizer=processor.tokenizer, distillation_enabled=False, mm_processor_kwargs={},
+            reward_loop_worker_handles=[SimpleNamespace(compute_score=SimpleNamespace(remote=manager.run_single))],
+        )  # fmt: skip
+        await worker._agent_loop_postprocess(outputs, False, **sample)
+
+    monkeypatch.setattr(agent_loop_tq.tq, "async_kv_batch_put", put)
+    asyncio.run(rollout_and_store())
+
+    assert stored["keys"] == ["u9_2_0", "u9_2_1"] and stored["partition_id"] == "train"
+    rows = stored["fields"]
+    for key in ("prompts", "responses", "response_mask", "rollout_log_probs", "rm_scores"):
+        assert torch.equal(rows[key][0], rows[key][1]), key
+    assert rows["rm_scores"][1].tolist()[-1] == pytest.approx(1.0 + (1.0 - 0.2**2))
+    twin_extra, clean_extra = list(rows["extra_fields"])
+    assert twin_extra["rac_pair"] == clean_extra["rac_pair"] == "u9/2"
+    assert (clean_extra["rac_severity"], twin_extra["rac_severity"] > 0) == (0, True)
+    assert twin_extra["reward_extra_info"] == clean_extra["reward_extra_info"]
+    assert clean_extra["reward_extra_info"]["confidence"] == pytest.approx(0.8)
+    twin_mm, clean_mm = list(rows["multi_modal_inputs"])
+    assert torch.equal(twin_mm["image_grid_thw"], clean_mm["image_grid_thw"])
+    assert not torch.equal(twin_mm["pixel_values"], clean_mm["pixel_values"])

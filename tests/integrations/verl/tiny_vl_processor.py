@@ -2,8 +2,10 @@
 
 Vocabulary: ``<pad> <s> </s> <unk>``, words ``t4 .. t149`` (ids 4..149), then the chat and vision
 markers (ids 150..): ``<|image_pad|> <|video_pad|> <|vision_start|> <|vision_end|> <|im_start|>
-<|im_end|>`` and ``\\n``. The image processor uses 2-pixel patches merged 2x2, so a ``W x H`` image
-(multiples of 4, inside the pixel bounds) becomes a ``[1, H/2, W/2]`` grid and ``H*W/16`` image tokens.
+<|im_end|>`` and ``\\n``, then the words of an answer with a stated confidence,
+``#### 42 <confidence> 0.8 </confidence>`` (a response verl's gsm8k scorer and the reward hook can read).
+The image processor uses 2-pixel patches merged 2x2, so a ``W x H`` image (multiples of 4, inside the
+pixel bounds) becomes a ``[1, H/2, W/2]`` grid and ``H*W/16`` image tokens.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil
 from transformers.video_processing_utils import BaseVideoProcessor
 
-__all__ = ["CHAT_TEMPLATE", "MARKERS", "tiny_vl_processor"]
+__all__ = ["ANSWER_WORDS", "CHAT_TEMPLATE", "MARKERS", "tiny_vl_processor"]
 
+ANSWER_WORDS = ("####", "42", "<confidence>", "0.8", "</confidence>")
 MARKERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>", "\n")
 
 #: ChatML-like: each message is ``<|im_start|>role\n<content><|im_end|>\n``; an image block renders
@@ -45,7 +48,7 @@ def tiny_vl_processor() -> Qwen2_5_VLProcessor:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens([AddedToken(m, special=True, normalized=False) for m in MARKERS[:-1]])
-    backend.add_tokens([AddedToken("\n", special=False, normalized=False)])
+    backend.add_tokens([AddedToken(w, special=False, normalized=False) for w in ("\n", *ANSWER_WORDS)])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
