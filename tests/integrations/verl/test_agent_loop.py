@@ -12,17 +12,17 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
-import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from frameworks import require
 
 verl = require("verl")
 
+import hydra  # noqa: E402  (verl's dependencies: after verl is known to be importable)
+from omegaconf import OmegaConf  # noqa: E402
 from verl.experimental.agent_loop.agent_loop import (  # noqa: E402
     AgentLoopOutput,
     AgentLoopWorker,
@@ -38,7 +38,10 @@ from tiny_vl_processor import tiny_vl_processor  # noqa: E402
 
 RESPONSE = "#### 42 <confidence>0.8</confidence>"  # reward hook on gsm8k with answer 42: 1 + (1 - 0.2^2)
 RESPONSE_LOGPROBS = [-0.5, -0.25, -1.0, -0.125, -0.75, -0.0625]
-TWINS = {"pair_coef": 0.1, "corruption": {"names": ["gaussian_noise", "defocus_blur", "patch_mask"], "severities": [1, 3, 5]}}
+TWINS = {
+    "pair_coef": 0.1,
+    "corruption": {"names": ["gaussian_noise", "defocus_blur", "patch_mask"], "severities": [1, 3, 5]},
+}
 
 
 class FakeServerManager:

@@ -81,10 +81,10 @@ def test_loads_through_verls_custom_reward_function_config():
     from omegaconf import OmegaConf
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    config = OmegaConf.create(
-        {"reward": {"custom_reward_function": {"path": "pkg://rac_losses.integrations.verl.reward", "name": "compute_score"}}}
-    )
+    hook = {"path": "pkg://rac_losses.integrations.verl.reward", "name": "compute_score"}  # as users write it
+    config = OmegaConf.create({"reward": {"custom_reward_function": hook}})
     fn = get_custom_reward_fn(config)
     # called as verl's naive reward manager calls it
-    out = fn(data_source="openai/gsm8k", solution_str="#### 42 <confidence>0.5</confidence>", ground_truth="42", extra_info={})
+    solution = "#### 42 <confidence>0.5</confidence>"
+    out = fn(data_source="openai/gsm8k", solution_str=solution, ground_truth="42", extra_info={})
     assert out == pytest.approx(expected(1.0, 0.5), abs=1e-12)

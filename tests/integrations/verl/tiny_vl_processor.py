@@ -55,5 +55,8 @@ def tiny_vl_processor() -> Qwen2_5_VLProcessor:
     sizes = {"shortest_edge": 16, "longest_edge": 64 * 64}
     image_processor = Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, size=sizes)
     return _ImageOnlyProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=BaseVideoProcessor(), chat_template=CHAT_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=BaseVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
     )
