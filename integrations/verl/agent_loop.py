@@ -5,15 +5,18 @@ It runs verl's :class:`SingleTurnAgentLoop` unchanged, then, for the share of ro
 ``rac.corruption`` selects (:meth:`CorruptionPolicy.selects` on the rollout key), returns
 ``[twin, clean]``: the twin has the clean output's prompt and response token ids, response mask and
 rollout log-probs, and every prompt image corrupted with the rollout's one ``(name, severity)``
-choice at the same size and mode, so the processor gives it the same vision grid and token count.
+choice at the same size and mode, so the processor gives it the same vision grid and token count
+(videos and audio are left as they are).
 The clean output comes last because verl's v1 worker (``AgentLoopWorkerTQ``) scores ``outputs[-1]``
 and copies that reward to the earlier outputs; each output becomes its own row
-(``{uid}_{session_id}_{i}``), with ``multi_modal_inputs`` recomputed from its own images.
+(``{uid}_{session_id}_{i}``), with ``multi_modal_inputs`` recomputed from its own images. verl's
+validation keeps only each session's last output for its metrics, so twins leave validation scores alone.
 
-Every output carries in ``extra_fields``: ``rac_pair`` (str, ``"{uid}/{session_id}"``: shared by a clean
+With twins configured, every output carries in ``extra_fields``: ``rac_pair`` (str, ``"{uid}/{session_id}"``: shared by a clean
 row and its twin, unique per rollout), ``rac_severity`` (int, 0 clean, 1..5 twin) and
 ``rac_corruption`` (str, the corruption name, ``""`` for clean). The rollout key is that same string,
-so a rollout's corruption is a pure function of ``(rac.corruption.seed, uid, session_id)``.
+so a rollout's corruption is a pure function of ``(rac.corruption.seed, uid, session_id)`` (verl's
+trainer draws a fresh uuid4 ``uid`` per prompt and step: the choices differ between runs).
 
 Options come from the full config's top-level ``rac`` node (``+rac.corruption.fraction=0.5``), read by
 :meth:`RACSettings.from_options`. When :attr:`RACSettings.uses_twins` is false the loop returns exactly
