@@ -56,15 +56,15 @@ def _merge(inputs: Sequence[Any], device: torch.device) -> dict[str, torch.Tenso
 
 
 def _forward(
-    actor: Any, batch: Any, rows: torch.Tensor, mm_inputs: dict[str, torch.Tensor], ring_attn_group: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log-probs, entropy)`` ``[b, A]`` of ``batch``'s ``rows`` under ``mm_inputs`` (no grad)."""
+    actor: Any, batch: Any, rows: torch.Tensor, mm_inputs: dict[str, torch.Tensor], ring_attn_group: Any, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(log-probs, entropy or None)`` ``[b, A]`` of ``batch``'s ``rows`` under ``mm_inputs`` (no grad)."""
     mask = batch.action_mask[rows]
     log_probs, output = actor(
         batch.sequences[rows], mask, attention_mask=batch.attention_mask[rows], return_output=True,
-        ring_attn_group=ring_attn_group, return_entropy=True, **mm_inputs,
+        ring_attn_group=ring_attn_group, return_entropy=with_entropy, **mm_inputs,
     )
-    return log_probs, output.entropy[:, -mask.shape[1]:]
+    return log_probs, output.entropy[:, -mask.shape[1]:] if with_entropy else None
 
 
 def _twins(items: Sequence[Any], settings: RACSettings, processor: Any) -> tuple[list[int], list[dict], list[int]]:
@@ -134,16 +134,18 @@ def prepare_batch(
             everyone = torch.arange(len(chunk), device=device)
             if with_entropy:
                 clean_mm = _merge(batch.mm_train_inputs, device) if getattr(actor, "is_vlm", False) else {}
-                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group)
+                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group, True)
                 entropy.extend(e[: len(mk)].cpu() for e, mk in zip(ent, masks[start : start + chunk_size]))
             twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
             if twins:
                 rows = torch.tensor([j for j, _ in twins], device=device)
                 twin_mm = _merge([twin_inputs[t] for _, t in twins], device)
-                lp, ent = _forward(actor, batch, rows, twin_mm, ring_attn_group)
-                for (j, t), lp_t, ent_t in zip(twins, lp, ent):
+                lp, ent = _forward(actor, batch, rows, twin_mm, ring_attn_group, with_entropy)
+                for k, (j, t) in enumerate(twins):
                     width = len(masks[start + j])
-                    twin_log_probs[t], twin_entropy[t] = lp_t[:width].cpu(), ent_t[:width].cpu()
+                    twin_log_probs[t] = lp[k, :width].cpu()
+                    if ent is not None:
+                        twin_entropy[t] = ent[k, :width].cpu()
     finally:
         actor.train(was_training)
 
