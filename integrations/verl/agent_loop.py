@@ -38,14 +38,13 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 from rac_losses.corruption import CorruptionPolicy
 from rac_losses.integrations.settings import RACSettings
 
-__all__ = ["AGENT_LOOP_NAME", "CORRUPTION_FIELD", "PAIR_FIELD", "SEVERITY_FIELD", "RACSingleTurnAgentLoop"]
+from .rows import CORRUPTION_FIELD, PAIR_FIELD, SEVERITY_FIELD
+
+__all__ = ["AGENT_LOOP_NAME", "RACSingleTurnAgentLoop"]
 
 logger = logging.getLogger(__name__)
 
 AGENT_LOOP_NAME = "rac_single_turn"
-PAIR_FIELD = "rac_pair"
-SEVERITY_FIELD = "rac_severity"
-CORRUPTION_FIELD = "rac_corruption"
 
 
 @register(AGENT_LOOP_NAME)

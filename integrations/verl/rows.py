@@ -19,7 +19,21 @@ import torch
 from rac_losses import RACPartners, rac_loss, rac_partners
 from rac_losses.integrations.settings import RACSettings
 
-__all__ = ["PARTNER_PREFIX", "TWIN_KEY", "Rows", "partner_fields", "rows_from_verl"]
+__all__ = [
+    "CORRUPTION_FIELD",
+    "PAIR_FIELD",
+    "PARTNER_PREFIX",
+    "SEVERITY_FIELD",
+    "TWIN_KEY",
+    "Rows",
+    "partner_fields",
+    "rows_from_verl",
+]
+
+#: ``extra_fields`` keys of the twin agent loop's outputs: the clean/twin pair id, severity, corruption name.
+PAIR_FIELD = "rac_pair"
+SEVERITY_FIELD = "rac_severity"
+CORRUPTION_FIELD = "rac_corruption"
 
 #: Prefix of the partner-table fields written per row (see :meth:`rac_losses.RACPartners.to_fields`).
 PARTNER_PREFIX = "rac_"
@@ -74,15 +88,15 @@ def rows_from_verl(
         )
     _, group = np.unique(np.asarray([str(u) for u in uid], dtype=object), return_inverse=True)
     extras = [e or {} for e in extra_fields]
-    severity = torch.tensor([int(e.get("rac_severity", 0)) for e in extras], dtype=torch.long)
+    severity = torch.tensor([int(e.get(SEVERITY_FIELD, 0)) for e in extras], dtype=torch.long)
     if bool(((severity < 0) | (severity > 5)).any()):
-        raise ValueError(f"rac_severity must lie in 0..5, got {sorted(set(severity.tolist()))}")
+        raise ValueError(f"{SEVERITY_FIELD} must lie in 0..5, got {sorted(set(severity.tolist()))}")
     valid = ~torch.tensor([bool(p) for p in padding], dtype=torch.bool)
     twin = (severity > 0) & valid
     pair = None
     if bool(twin.any()):
         # rows without a pair id (other agent loops) are their own pair: they compare with nothing
-        keys = [str(e["rac_pair"]) if "rac_pair" in e else f"row:{i}" for i, e in enumerate(extras)]
+        keys = [str(e[PAIR_FIELD]) if PAIR_FIELD in e else f"row:{i}" for i, e in enumerate(extras)]
         _, pair_ids = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
         pair = torch.from_numpy(pair_ids.astype(np.int64))
     return Rows(

@@ -24,17 +24,16 @@ from verl.utils.config import omega_conf_to_dataclass
 
 from rac_losses.integrations.settings import RACSettings
 
+from .agent_loop import AGENT_LOOP_NAME
 from .loss import rac_ppo_loss, without_twins
 from .rows import partner_fields, rows_from_verl
 
-__all__ = ["TRAINER_MODE", "TWIN_AGENT_LOOP", "RACTrainer", "prepare_config", "settings_from_config"]
+__all__ = ["TRAINER_MODE", "RACTrainer", "prepare_config", "settings_from_config"]
 
 logger = logging.getLogger(__name__)
 
 #: ``trainer.v1.trainer_mode`` value that turns RAC on.
 TRAINER_MODE = "rac"
-#: Name of the agent loop that emits corrupted twins (registered by :mod:`.agent_loop`).
-TWIN_AGENT_LOOP = "rac_single_turn"
 _VERL_CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")  # verl exposes log-probs and entropy only
 
 
@@ -70,13 +69,13 @@ def prepare_config(config: DictConfig, settings: RACSettings) -> None:
             config.actor_rollout_ref.actor.calculate_entropy = True
         agent = config.actor_rollout_ref.rollout.agent
         if settings.uses_twins:
-            if agent.default_agent_loop not in ("single_turn_agent", TWIN_AGENT_LOOP):
+            if agent.default_agent_loop not in ("single_turn_agent", AGENT_LOOP_NAME):
                 logger.warning(
                     "rac: default_agent_loop=%s emits no corrupted twins; the pairwise loss will see none",
                     agent.default_agent_loop,
                 )
             else:
-                agent.default_agent_loop = TWIN_AGENT_LOOP
+                agent.default_agent_loop = AGENT_LOOP_NAME
     if config.get("distillation") and config.distillation.get("enabled", False):
         raise ValueError("rac does not support verl's distillation loss; disable distillation or RAC")
 
