@@ -90,7 +90,19 @@ def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> list[str]:
     known.add_argument("--data.max_images_per_prompt", dest="max_images", type=int, default=0)
     known.add_argument("--actor.entropy_coef", dest="entropy_coef", type=float, default=None)
     known.add_argument("--train.dynamic_batch_enable", dest="dynamic_batch", action="store_true")
+    for name, default in (("actor.num_nodes", 1), ("actor.num_gpus_per_node", 8), ("ds.ring_attn_size", 1),
+                          ("ds.tensor_parallel_size", 1), ("rollout.micro_batch_size", 1),
+                          ("rollout.n_samples_per_prompt", 1)):
+        known.add_argument(f"--{name}", dest=name.replace(".", "_"), type=int, default=default)  # OpenRLHF's defaults
     args, _ = known.parse_known_args(openrlhf_args)
+    dp_ranks = args.actor_num_nodes * args.actor_num_gpus_per_node // args.ds_ring_attn_size // args.ds_tensor_parallel_size
+    n = args.rollout_n_samples_per_prompt
+    if settings.config.rank_coef > 0 and dp_ranks > 1 and args.rollout_micro_batch_size % n:
+        logger.warning(
+            "rac: --rollout.micro_batch_size %d is not a multiple of --rollout.n_samples_per_prompt %d: some prompt "
+            "groups are split across the %d data-parallel ranks and lose their ranking comparisons across ranks",
+            args.rollout_micro_batch_size, n, dp_ranks,
+        )
     if settings.uses_twins and args.max_images == 0:
         raise ValueError(
             "rac.pair_coef > 0 with rac.corruption.fraction > 0 needs images, but this is a text-only run "

@@ -17,6 +17,7 @@ DeepSpeed averages them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 
 from rac_losses.integrations.openrlhf.groups import GROUP_KEY
 from rac_losses.integrations.openrlhf.loss import MicroBatch, RACPolicyLoss
-from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_KEY, RACBatch, prepare_batch
+from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_KEY, prepare_batch
 from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["rac_trainer_class"]
@@ -66,15 +67,15 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             if with_entropy and self.args.actor.entropy_coef is None:
                 raise ValueError("rac: a neg_entropy confidence needs the entropy; pass --actor.entropy_coef 0")
             buffer = self.replay_buffer
+            if not buffer.items:
+                return super().ppo_train(kl_ctl)
             prepared = prepare_batch(
                 buffer.items, actor=self.actor, settings=settings, processor=self.tokenizer,
                 chunk_size=buffer.sample_batch_size, ring_attn_group=self.strategy.ring_attn_group,
             )
             micro_batches = len(buffer.items) // buffer.sample_batch_size  # OpenRLHF drops the last partial one
             gas = max(int(self.strategy.accumulated_gradient), 1)
-            self._rac_batch = RACBatch(
-                prepared.partners, prepared.twin_inputs, prepared.metrics, scale=float(gas * math.ceil(micro_batches / gas))
-            )
+            self._rac_batch = dataclasses.replace(prepared, scale=float(gas * math.ceil(micro_batches / gas)))
             try:
                 return super().ppo_train(kl_ctl)
             finally:
@@ -87,6 +88,8 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             if not isinstance(loss_fn, RACPolicyLoss) or batch is None:
                 raise RuntimeError("rac: training_step outside ppo_train, or the RAC policy loss was replaced")
             info = experience.info
+            if ROW_KEY not in info or TWIN_KEY not in info:
+                raise RuntimeError(f"rac: samples without info[{ROW_KEY!r}]: they did not pass through this trainer's ppo_train")
             rows, twins = _per_sample(info.pop(ROW_KEY)), _per_sample(info.pop(TWIN_KEY))
             info.pop(GROUP_KEY, None)
             info.update({f"rac/{k}": torch.tensor(float(v)) for k, v in batch.metrics.items()})

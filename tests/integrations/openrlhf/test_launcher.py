@@ -171,3 +171,13 @@ def test_settings_round_trip_through_the_environment():
         settings_from_env({})
     with pytest.raises(RuntimeError, match="valid RAC options"):
         settings_from_env({ENV_VAR: json.dumps({"rank_coef": "x"})})
+
+
+def test_warns_when_groups_straddle_data_parallel_ranks(caplog):
+    settings = RACSettings.from_options({"pair_coef": 0})
+    with caplog.at_level("WARNING"):
+        launcher.prepare_run(settings, STOCK)  # 2 actor ranks, rollout micro-batch 8 = n 8: whole groups
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        launcher.prepare_run(settings, [*STOCK, "--rollout.micro_batch_size", "6"])
+    assert "split across the 2 data-parallel ranks" in caplog.text

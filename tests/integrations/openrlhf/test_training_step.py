@@ -40,10 +40,15 @@ def args_for(micro_batch_size: int, *, entropy: bool, in_order: bool = False):
     return args
 
 
-def train_once(actor, trainer_cls, experience, args, *, monkeypatch, processor=None, seed=0):
-    """One ``ppo_train`` (one optimizer step, lr 0: gradients accumulate); returns (trainer, status, RAC values)."""
+def train_once(actor, trainer_cls, experience, args, *, monkeypatch, processor=None, seed=0, gas=None):
+    """One ``ppo_train`` with lr 0 (gradients accumulate); returns (trainer, status, RAC values).
+
+    ``gas``: micro-batches per optimizer step; default all of them (one optimizer step).
+    """
     micro_batches = len(experience.sequences) // args.train.micro_batch_size
-    trainer = make_trainer(trainer_cls, actor, args, gas=micro_batches, processor=processor, monkeypatch=monkeypatch)
+    trainer = make_trainer(
+        trainer_cls, actor, args, gas=gas or micro_batches, processor=processor, monkeypatch=monkeypatch
+    )
     values = []
     if hasattr(trainer_cls, "rac_settings"):
         trainer.actor_loss_fn.register_forward_hook(lambda m, i, o: values.append(m.last_value))
@@ -181,3 +186,22 @@ def test_zero_coefficients_give_the_stock_loss_exactly(vl, text_batch, vl_batch,
         runs[name] = (status, grads(actor))
     assert runs["rac"][0]["policy_loss"] == runs["stock"][0]["policy_loss"]
     assert torch.equal(runs["rac"][1], runs["stock"][1])
+
+
+def test_several_optimizer_steps_each_get_the_batch_loss_in_expectation(text_batch, monkeypatch):
+    # 12 samples, micro-batch 1, 4 micro-batches per optimizer step: 3 steps. Each micro-batch's RAC share is
+    # scaled by gas * steps = 12, DeepSpeed divides by gas = 4: over the epoch, 3 x the batch gradient, i.e.
+    # each step's RAC gradient is the batch gradient in expectation over the shuffle (the policy loss is a
+    # per-step mean likewise).
+    settings = TEXT["mean_logprob"]
+    rac = rac_trainer_class(stock_cls(), settings)
+    runs = {}
+    for name, cls in (("rac", rac), ("stock", stock_cls())):
+        actor = tiny_qwen2()
+        _, _, values = train_once(actor, cls, text_batch, args_for(1, entropy=False), monkeypatch=monkeypatch, gas=4)
+        runs[name] = (grads(actor), values)
+    actor = tiny_qwen2()
+    expected = reference(actor.model, text_batch, settings, vl=False)
+    expected.loss.backward()
+    torch.testing.assert_close(torch.stack(runs["rac"][1]).sum() / 12, expected.loss.detach(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(runs["rac"][0] - runs["stock"][0], 3 * grads(actor), atol=1e-6, rtol=1e-4)
