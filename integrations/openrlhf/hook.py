@@ -28,7 +28,9 @@ def check_supported(settings: RACSettings) -> None:
     config = settings.config
     for name in ("rank_confidence", "pair_confidence"):
         if getattr(config, name) == "topk":
-            raise ValueError(f"rac.{name}: topk is not supported by the OpenRLHF adapter; use mean_logprob, prob or neg_entropy")
+            raise ValueError(
+                f"rac.{name}: topk is not supported by the OpenRLHF adapter; use mean_logprob, prob or neg_entropy"
+            )
 
 
 def install() -> None:

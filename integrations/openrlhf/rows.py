@@ -87,6 +87,52 @@ def _twins(items: Sequence[Any], settings: RACSettings, processor: Any) -> tuple
     return twin_of, inputs, severities
 
 
+def _pre_update_scores(
+    items: Sequence[Any],
+    twin_of: list[int],
+    twin_inputs: list[dict],
+    *,
+    actor: Any,
+    chunk_size: int,
+    ring_attn_group: Any,
+    with_entropy: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """No-grad actor forwards: ``(clean entropies, twin log-probs, twin entropies)``, 1-D ``[A_i]`` each.
+
+    Clean entropies only when ``with_entropy`` (else empty); twin entropies likewise.
+    """
+    from openrlhf.trainer.ppo_utils.experience import make_experience_batch
+
+    device = next(actor.parameters()).device
+    widths = [len(item.action_mask) for item in items]
+    entropy: list[torch.Tensor] = []
+    twin_log_probs: list[torch.Tensor] = [torch.empty(0)] * len(twin_inputs)
+    twin_entropy: list[torch.Tensor] = [torch.empty(0)] * (len(twin_inputs) if with_entropy else 0)
+    was_training = actor.training
+    actor.eval()
+    try:
+        for start in range(0, len(items) if (with_entropy or twin_inputs) else 0, chunk_size):
+            chunk = list(items[start : start + chunk_size])
+            batch = make_experience_batch(chunk).to_device(device)
+            if with_entropy:
+                clean_mm = _merge(batch.mm_train_inputs, device) if getattr(actor, "is_vlm", False) else {}
+                everyone = torch.arange(len(chunk), device=device)
+                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group, True)
+                entropy.extend(ent[j, : widths[start + j]].cpu() for j in range(len(chunk)))
+            twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
+            if twins:
+                rows = torch.tensor([j for j, _ in twins], device=device)
+                twin_mm = _merge([twin_inputs[t] for _, t in twins], device)
+                lp, ent = _forward(actor, batch, rows, twin_mm, ring_attn_group, with_entropy)
+                for k, (j, t) in enumerate(twins):
+                    twin_log_probs[t] = lp[k, : widths[start + j]].cpu()
+                    if ent is not None:
+                        twin_entropy[t] = ent[k, : widths[start + j]].cpu()
+    finally:
+        actor.train(was_training)
+    return entropy, twin_log_probs, twin_entropy
+
+
 @torch.no_grad()
 def prepare_batch(
     items: Sequence[Any],
@@ -112,68 +158,41 @@ def prepare_batch(
         ValueError: a sample without ``info["rac_group"]`` (the group-id wrapper is not installed), and as
             :func:`~rac_losses.integrations.openrlhf.twins.corrupted_inputs` and :func:`rac_losses.rac_loss`.
     """
-    from openrlhf.trainer.ppo_utils.experience import make_experience_batch
-
     n = len(items)
-    if n and any(GROUP_KEY not in item.info for item in items):
-        raise ValueError(f"rac: samples without info[{GROUP_KEY!r}]; the RAC setup hook did not wrap compute_advantages_and_returns")
+    if any(GROUP_KEY not in item.info for item in items):
+        raise ValueError(
+            f"rac: samples without info[{GROUP_KEY!r}]; the RAC setup hook did not wrap compute_advantages_and_returns"
+        )
     twin_of, twin_inputs, severities = _twins(items, settings, processor)
     with_entropy = settings.needs_entropy
-    device = next(actor.parameters()).device
-    log_probs = [item.action_log_probs for item in items]
-    masks = [item.action_mask for item in items]
-    entropy: list[torch.Tensor] = []
-    twin_log_probs: list[torch.Tensor | None] = [None] * len(twin_inputs)
-    twin_entropy: list[torch.Tensor | None] = [None] * len(twin_inputs)
-    was_training = actor.training
-    actor.eval()
-    try:
-        for start in range(0, n if (with_entropy or twin_inputs) else 0, chunk_size):
-            chunk = items[start : start + chunk_size]
-            batch = make_experience_batch(list(chunk)).to_device(device)
-            everyone = torch.arange(len(chunk), device=device)
-            if with_entropy:
-                clean_mm = _merge(batch.mm_train_inputs, device) if getattr(actor, "is_vlm", False) else {}
-                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group, True)
-                entropy.extend(e[: len(mk)].cpu() for e, mk in zip(ent, masks[start : start + chunk_size]))
-            twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
-            if twins:
-                rows = torch.tensor([j for j, _ in twins], device=device)
-                twin_mm = _merge([twin_inputs[t] for _, t in twins], device)
-                lp, ent = _forward(actor, batch, rows, twin_mm, ring_attn_group, with_entropy)
-                for k, (j, t) in enumerate(twins):
-                    width = len(masks[start + j])
-                    twin_log_probs[t] = lp[k, :width].cpu()
-                    if ent is not None:
-                        twin_entropy[t] = ent[k, :width].cpu()
-    finally:
-        actor.train(was_training)
-
-    clean_of_twin = torch.tensor([i for i in range(n) if twin_of[i] >= 0], dtype=torch.long)
-    m = len(twin_inputs)
-    rows_log_probs = pad_sequence([x.float() for x in log_probs + twin_log_probs], batch_first=True)
-    rows_mask = pad_sequence([x.bool() for x in masks + [masks[i] for i in clean_of_twin.tolist()]], batch_first=True)
-    rows_entropy = (
-        pad_sequence([x.float() for x in entropy + twin_entropy], batch_first=True) if with_entropy else None
+    entropy, twin_log_probs, twin_entropy = _pre_update_scores(
+        items, twin_of, twin_inputs, actor=actor, chunk_size=chunk_size, ring_attn_group=ring_attn_group,
+        with_entropy=with_entropy,
     )
+    clean_of_twin = torch.tensor([i for i in range(n) if twin_of[i] >= 0], dtype=torch.long)
+    masks = [item.action_mask.bool() for item in items]
+    old_log_probs = [item.action_log_probs.float() for item in items]  # OpenRLHF's, before the update
+    log_probs = pad_sequence(old_log_probs + [x.float() for x in twin_log_probs], batch_first=True)
+    mask = pad_sequence(masks + [masks[i] for i in clean_of_twin.tolist()], batch_first=True)
     group = torch.stack([torch.as_tensor(item.info[GROUP_KEY]).reshape(()) for item in items]).long()
     reward = torch.stack([item.rewards.reshape(()) for item in items]).float()
-    rows = dict(
+    row_args: dict[str, Any] = dict(
         reward=torch.cat([reward, reward[clean_of_twin]]),
         group=torch.cat([group, group[clean_of_twin]]),
-        token_entropy=rows_entropy,
+        token_entropy=pad_sequence([x.float() for x in entropy + twin_entropy], batch_first=True)
+        if with_entropy
+        else None,
         config=settings.config,
     )
     if settings.uses_twins:
-        rows.update(
+        row_args.update(
             pair=torch.cat([torch.arange(n), clean_of_twin]),
             severity=torch.cat([torch.zeros(n), torch.tensor(severities, dtype=torch.float32)]),
         )
-    partners = rac_partners(rows_log_probs, rows_mask, **rows)
-    metrics = dict(rac_loss(rows_log_probs, rows_mask, **rows).metrics, twins=float(m))
+    partners = rac_partners(log_probs, mask, **row_args)
+    metrics = dict(rac_loss(log_probs, mask, **row_args).metrics, twins=float(len(twin_inputs)))
     for i, item in enumerate(items):
         item.info[ROW_KEY] = i
         item.info[TWIN_KEY] = n + twin_of[i] if twin_of[i] >= 0 else -1
-    twin_rows = {n + t: mm for t, mm in enumerate(twin_inputs)}
-    logger.info("rac: %d rows, %d corrupted twins; %s", n, m, metrics)
-    return RACBatch(partners=partners, twin_inputs=twin_rows, metrics=metrics)
+    logger.info("rac: %d rows, %d corrupted twins; %s", n, len(twin_inputs), metrics)
+    return RACBatch(partners=partners, twin_inputs={n + t: mm for t, mm in enumerate(twin_inputs)}, metrics=metrics)

@@ -89,7 +89,9 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
                 raise RuntimeError("rac: training_step outside ppo_train, or the RAC policy loss was replaced")
             info = experience.info
             if ROW_KEY not in info or TWIN_KEY not in info:
-                raise RuntimeError(f"rac: samples without info[{ROW_KEY!r}]: they did not pass through this trainer's ppo_train")
+                raise RuntimeError(
+                    f"rac: samples without info[{ROW_KEY!r}]: they did not pass through this trainer's ppo_train"
+                )
             rows, twins = _per_sample(info.pop(ROW_KEY)), _per_sample(info.pop(TWIN_KEY))
             info.pop(GROUP_KEY, None)
             info.update({f"rac/{k}": torch.tensor(float(v)) for k, v in batch.metrics.items()})

@@ -56,7 +56,9 @@ def corrupted_inputs(
         raise ValueError(f"rac: no image of rollout {key[:12]} could be loaded for its corrupted twin")
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
-        raise ValueError(f"rac: corrupted twins need a VLM processor with an image_processor, got {type(processor).__name__}")
+        raise ValueError(
+            f"rac: corrupted twins need a VLM processor with an image_processor, got {type(processor).__name__}"
+        )
     corrupted, severities = [], set()
     for image in pil:
         twin, _, severity = policy.apply(image, key)
