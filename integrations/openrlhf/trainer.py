@@ -5,7 +5,8 @@ Only three methods are extended, each calling OpenRLHF's own:
 - ``__init__`` wraps ``actor_loss_fn`` (:class:`~rac_losses.integrations.openrlhf.loss.RACPolicyLoss`);
 - ``ppo_train`` computes the batch's partner tables from the replay buffer before the update
   (:func:`~rac_losses.integrations.openrlhf.rows.prepare_batch`);
-- ``training_step`` hands the micro-batch's rows to the loss and adds the ``rac/*`` metrics.
+- ``training_step`` hands the micro-batch's rows to the loss and adds the ``rac/*`` metrics (measured on
+  the whole batch before the update); the logged ``policy_loss`` stays OpenRLHF's own, without RAC.
 
 Scale: DeepSpeed divides each micro-batch loss by its gradient-accumulation steps ``gas`` (OpenRLHF
 pre-compensates its own policy loss), and a buffer may hold several optimizer steps. Each micro-batch's RAC
@@ -107,7 +108,10 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             handle = self.actor.register_forward_hook(keep_first_output) if with_entropy else None
             loss_fn.step = micro
             try:
-                return super().training_step(experience, kl_ctl, step, loss_batch_info)
+                status = super().training_step(experience, kl_ctl, step, loss_batch_info)
+                # OpenRLHF logs the loss element the RAC term was added to: log the stock policy loss
+                status["metrics"]["policy_loss"] = status["metrics"]["policy_loss"] - loss_fn.last_value
+                return status
             finally:
                 loss_fn.step = None
                 if handle is not None:

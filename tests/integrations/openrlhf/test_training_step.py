@@ -188,6 +188,15 @@ def test_zero_coefficients_give_the_stock_loss_exactly(vl, text_batch, vl_batch,
     assert torch.equal(runs["rac"][1], runs["stock"][1])
 
 
+def test_logged_policy_loss_is_the_stock_one(text_batch, monkeypatch):
+    logged = {}
+    for name, cls in (("stock", stock_cls()), ("rac", rac_trainer_class(stock_cls(), TEXT["mean_logprob"]))):
+        _, status, values = train_once(tiny_qwen2(), cls, text_batch, args_for(2, entropy=False), monkeypatch=monkeypatch)
+        logged[name] = status["policy_loss"]
+    assert values and float(torch.stack(values).abs().sum()) > 0.1  # RAC was in the loss
+    assert logged["rac"] == pytest.approx(logged["stock"], abs=1e-6)
+
+
 def test_several_optimizer_steps_each_get_the_batch_loss_in_expectation(text_batch, monkeypatch):
     # 12 samples, micro-batch 1, 4 micro-batches per optimizer step: 3 steps. Each micro-batch's RAC share is
     # scaled by gas * steps = 12, DeepSpeed divides by gas = 4: over the epoch, 3 x the batch gradient, i.e.
