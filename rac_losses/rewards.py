@@ -1,6 +1,7 @@
 """Reward-side forms of RAC, for verbalized confidence or frameworks where only rewards can change.
 
-- :func:`parse_verbalized_confidence` reads the last ``<confidence>x</confidence>`` of a response.
+- :func:`parse_verbalized_confidence` reads the last ``<confidence>x</confidence>`` of a response;
+  :func:`strip_verbalized_confidence` removes every such tag (before an answer checker reads the text).
 - :func:`brier_reward`: ``1 - (correct - confidence)^2`` (RLCR's calibration reward).
 - :func:`verbalized_reward`: correctness plus the Brier reward of a response's stated confidence, the
   reward the verl and OpenRLHF hooks return.
@@ -31,9 +32,11 @@ __all__ = [
     "corruption_consistency_reward",
     "parse_verbalized_confidence",
     "rank_consistency_reward",
+    "strip_verbalized_confidence",
     "verbalized_reward",
 ]
 
+_ANY_CONFIDENCE_TAG = re.compile(r"<confidence>(.*?)</confidence>", re.IGNORECASE | re.DOTALL)
 _CONFIDENCE_TAG = re.compile(r"<confidence>\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*(%?)\s*</confidence>", re.IGNORECASE)
 
 
@@ -49,7 +52,7 @@ def parse_verbalized_confidence(text: str) -> float | None:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    tags = list(re.finditer(r"<confidence>(.*?)</confidence>", text, re.IGNORECASE | re.DOTALL))
+    tags = list(_ANY_CONFIDENCE_TAG.finditer(text))
     if not tags:
         return None
     match = _CONFIDENCE_TAG.fullmatch(tags[-1].group(0))
@@ -59,6 +62,18 @@ def parse_verbalized_confidence(text: str) -> float | None:
     if match.group(2):
         value /= 100.0
     return value if 0.0 <= value <= 1.0 else None
+
+
+def strip_verbalized_confidence(text: str) -> str:
+    """``text`` with every ``<confidence>...</confidence>`` span removed, so that an answer checker never
+    reads the stated confidence as (part of) the answer.
+
+    Raises:
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return _ANY_CONFIDENCE_TAG.sub("", text)
 
 
 def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch.Tensor) -> float | torch.Tensor:

@@ -13,6 +13,7 @@ from rac_losses.rewards import (
     corruption_consistency_reward,
     parse_verbalized_confidence,
     rank_consistency_reward,
+    strip_verbalized_confidence,
     verbalized_reward,
 )
 from strategies import batches
@@ -130,3 +131,12 @@ def test_verbalized_reward_never_pays_for_leaving_the_tag_out():
 def test_verbalized_reward_bad_input(text, correct, err):
     with pytest.raises(err):
         verbalized_reward(text, correct)
+
+
+def test_strip_verbalized_confidence_removes_every_tag_and_nothing_else():
+    text = "x = 5 <confidence>0.9</confidence>\nso \\boxed{5}<CONFIDENCE> 80% </CONFIDENCE>."
+    assert strip_verbalized_confidence(text) == "x = 5 \nso \\boxed{5}."
+    assert strip_verbalized_confidence("no tag <confidence>0.9") == "no tag <confidence>0.9"
+    assert parse_verbalized_confidence(strip_verbalized_confidence(text)) is None
+    with pytest.raises(TypeError, match="text must be a str"):
+        strip_verbalized_confidence(None)

@@ -15,12 +15,11 @@ bonus is dropped. The score is :func:`rac_losses.rewards.verbalized_reward`'s ``
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from verl.utils.reward_score import default_compute_score
 
-from rac_losses.rewards import verbalized_reward
+from rac_losses.rewards import strip_verbalized_confidence, verbalized_reward
 
 __all__ = ["MISSING_CONFIDENCE", "compute_score"]
 
@@ -28,7 +27,6 @@ __all__ = ["MISSING_CONFIDENCE", "compute_score"]
 #: extra-info key across rows, so it must stay a float. ``confidence_valid`` says which rows have one.
 MISSING_CONFIDENCE = -1.0
 _CORRECT_AT = 0.5
-_CONFIDENCE_SPAN = re.compile(r"<confidence>.*?</confidence>", re.IGNORECASE | re.DOTALL)
 
 
 def compute_score(
@@ -43,7 +41,7 @@ def compute_score(
     Raises:
         NotImplementedError: verl has no default scorer for ``data_source``.
     """
-    answer = _CONFIDENCE_SPAN.sub("", solution_str)
+    answer = strip_verbalized_confidence(solution_str)
     correct = _correctness(default_compute_score(data_source, answer, ground_truth, extra_info, **kwargs))
     reward = verbalized_reward(solution_str, correct)
     return {

@@ -42,7 +42,8 @@ def settings_from_config(config: DictConfig) -> RACSettings:
 
     Raises:
         ValueError: an unknown or invalid ``rac`` option (named), a confidence verl cannot provide
-            (``topk``), or twins with an advantage estimator other than ``grpo``.
+            (``topk``), twins with an advantage estimator other than ``grpo``, or rollout-correction
+            ``bypass_mode`` (it skips the per-row log-prob recomputation RAC reads).
     """
     node = config.get("rac")
     options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
@@ -51,6 +52,12 @@ def settings_from_config(config: DictConfig) -> RACSettings:
         value = getattr(settings.config, name)
         if value not in _VERL_CONFIDENCES:
             raise ValueError(f"rac.{name}={value!r} is not available in verl; expected one of {', '.join(_VERL_CONFIDENCES)}")
+    correction = config.algorithm.get("rollout_correction") or {}
+    if correction.get("bypass_mode", False):
+        raise ValueError(
+            "rac needs verl to recompute the old log-probs and entropy of every row (each under its own image); "
+            "algorithm.rollout_correction.bypass_mode=true reuses the rollout's instead: turn it off"
+        )
     estimator = config.algorithm.adv_estimator
     if settings.uses_twins and estimator != "grpo":
         # verl v1's GRPO computes group statistics from each rollout's final output only (the clean row,

@@ -84,6 +84,7 @@ def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
         (["+rac.corruption.fraction=1.5"], "fraction"),
         (["+rac.rank_confidence=topk"], "rac.rank_confidence='topk' is not available in verl"),
         (["algorithm.adv_estimator=gae"], "corrupted twins need algorithm.adv_estimator=grpo"),
+        (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode=true reuses the rollout's"),
     ],
 )
 def test_a_bad_rac_value_fails_at_start_up_naming_it(overrides, match):
