@@ -54,6 +54,18 @@ class RACSettings:
         used = [self.config.rank_confidence] + ([self.config.pair_confidence] if self.uses_twins else [])
         return "neg_entropy" in used
 
+    def check_confidences(self, available: Sequence[str], framework: str) -> None:
+        """Raise ``ValueError`` if a confidence the run computes is not among those ``framework`` provides.
+
+        The ranking confidence is always computed; the pairwise one only with twins (:attr:`uses_twins`).
+        """
+        used = [("rank_confidence", self.config.rank_confidence)]
+        if self.uses_twins:
+            used.append(("pair_confidence", self.config.pair_confidence))
+        for name, value in used:
+            if value not in available:
+                raise ValueError(f"rac.{name}={value!r} is not available in {framework}; expected one of {', '.join(available)}")
+
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> RACSettings:
         """Read the options (nested or dotted keys; strings such as ``"0.5"`` or ``"[1,2]"`` are parsed).

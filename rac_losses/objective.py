@@ -11,7 +11,7 @@ then :func:`rac_partner_loss` per micro-batch; summed, they equal :func:`rac_los
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -290,6 +290,24 @@ class RACPartners:
     def to(self, device: torch.device | str) -> RACPartners:
         """A copy with every table on ``device``."""
         return RACPartners(self.rank.to(device), None if self.pair is None else self.pair.to(device))
+
+    def scaled(self, factor: float) -> RACPartners:
+        """The same tables with every loss ``factor`` times larger (the normalisers divided by ``factor``).
+
+        A trainer that takes several optimiser steps per batch (``M`` mini-batches, or gradient accumulation
+        that divides each micro-batch's loss) uses it so each step's RAC term is on the scale of the batch
+        loss, as its own per-step mean losses are: summed over one pass at fixed parameters, the ``M``
+        steps' gradients are ``M`` times the batch gradient.
+
+        Raises:
+            ValueError: ``factor`` is not a finite number ``> 0``.
+        """
+        factor = check_number(factor, "factor", positive=True)
+
+        def scale(table: Partners | None) -> Partners | None:
+            return None if table is None else replace(table, normaliser=table.normaliser / factor)
+
+        return RACPartners(scale(self.rank), scale(self.pair))  # type: ignore[arg-type]
 
     def to_fields(self, prefix: str = "rac_") -> dict[str, torch.Tensor]:
         """Every table as a per-row tensor with leading dimension ``N``, keyed ``{prefix}{rank|pair}_{name}``.

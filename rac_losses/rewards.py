@@ -27,6 +27,7 @@ from rac_losses.pairwise import check_severity, corruption_table
 from rac_losses.ranking import ranking_table
 
 __all__ = [
+    "MISSING_CONFIDENCE",
     "VerbalizedReward",
     "brier_reward",
     "corruption_consistency_reward",
@@ -104,6 +105,11 @@ def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch
         if not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
             raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
     return 1.0 - (float(correct) - float(confidence)) ** 2
+
+
+#: What reward hooks log as the confidence of a response without a readable one: frameworks stack each
+#: logged value into a float column, and 0 is a valid confidence.
+MISSING_CONFIDENCE = -1.0
 
 
 class VerbalizedReward(NamedTuple):

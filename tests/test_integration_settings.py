@@ -64,3 +64,14 @@ def test_entropy_and_twins_follow_the_coefficients():
 def test_bad_options_raise_naming_the_option(options, match):
     with pytest.raises(ValueError, match=match):
         RACSettings.from_options(options)
+
+
+def test_check_confidences_covers_what_the_run_computes():
+    s = RACSettings.from_options({"rank_confidence": "topk"})
+    with pytest.raises(ValueError, match=r"rac.rank_confidence='topk' is not available in verl; expected one of mean_logprob, prob"):
+        s.check_confidences(("mean_logprob", "prob"), "verl")
+    pair = RACSettings.from_options({"pair_confidence": "topk"})
+    with pytest.raises(ValueError, match="rac.pair_confidence='topk'"):
+        pair.check_confidences(("mean_logprob", "neg_entropy"), "OpenRLHF")
+    # without twins the pairwise confidence is never computed
+    RACSettings.from_options({"pair_confidence": "topk", "pair_coef": 0}).check_confidences(("mean_logprob",), "verl")

@@ -239,3 +239,21 @@ def test_partner_fields_errors():
         RACPartners.from_fields(other, prefix="x_")
     with pytest.raises(ValueError, match="non-empty"):
         RACPartners.from_fields({k: v[:0] for k, v in fields.items()}, prefix="x_")
+
+
+@pytest.mark.parametrize("factor", [1.0, 3.0, 0.25])
+def test_scaled_partners_scale_the_loss_value_and_gradient(factor):
+    b = _batch(4)
+    partners = rac_partners(**b)
+    live = b["token_logprobs"].clone().requires_grad_(True)
+    base = rac_partner_loss(live, b["mask"], partners, token_entropy=b["token_entropy"])
+    base.backward()
+    want = live.grad.clone()
+    live.grad = None
+    scaled = rac_partner_loss(live, b["mask"], partners.scaled(factor), token_entropy=b["token_entropy"])
+    scaled.backward()
+    torch.testing.assert_close(scaled, factor * base)
+    torch.testing.assert_close(live.grad, factor * want)
+    for bad in (0, -1.0, float("inf"), True):
+        with pytest.raises((ValueError, TypeError), match="factor"):
+            partners.scaled(bad)

@@ -14,7 +14,7 @@ from rac_losses.integrations.openrlhf.options import settings_from_env
 from rac_losses.integrations.openrlhf.trainer import rac_trainer_class
 from rac_losses.integrations.settings import RACSettings
 
-__all__ = ["HOOK", "check_supported", "install"]
+__all__ = ["CONFIDENCES", "HOOK", "check_supported", "install"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +22,13 @@ logger = logging.getLogger(__name__)
 HOOK = f"{__name__}.install"
 
 
+#: Confidences the adapter can compute: OpenRLHF exposes log-probs and entropy, not the top-k log-probs.
+CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")
+
+
 def check_supported(settings: RACSettings) -> None:
-    """Raise ``ValueError`` for settings this adapter cannot honour (``topk`` confidence: OpenRLHF does not
-    expose the top-k log-probs)."""
-    config = settings.config
-    for name in ("rank_confidence", "pair_confidence"):
-        if getattr(config, name) == "topk":
-            raise ValueError(
-                f"rac.{name}: topk is not supported by the OpenRLHF adapter; use mean_logprob, prob or neg_entropy"
-            )
+    """Raise ``ValueError`` for settings this adapter cannot honour (a confidence outside :data:`CONFIDENCES`)."""
+    settings.check_confidences(CONFIDENCES, "the OpenRLHF adapter")
 
 
 def install() -> None:

@@ -43,7 +43,10 @@ _HELP = {
     "pair_detach_clean": "true: only the corrupted side gets gradient from the pairwise loss",
     "corruption.names": "comma-separated corruptions for twins",
     "corruption.severities": "comma-separated severities to draw from (1..5)",
-    "corruption.fraction": "share of rollouts that get a corrupted twin (one extra forward each)",
+    "corruption.fraction": (
+        "share of rollouts that get a corrupted twin (a no-grad forward before the update, "
+        "a forward and backward per epoch)"
+    ),
     "corruption.seed": "seed of the per-rollout choice of twin and corruption",
 }
 

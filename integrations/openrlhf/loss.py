@@ -48,7 +48,7 @@ class RACPolicyLoss(nn.Module):
         policy_loss: the wrapped ``PolicyLoss``.
         settings: the run's RAC settings.
         step: the current :class:`MicroBatch`, set by the trainer around ``training_step``.
-        last_value: the last RAC term added (detached 0-d tensor, already multiplied by the batch scale).
+        last_value: the last RAC term added (detached 0-d tensor, on the scale of the partner tables).
     """
 
     def __init__(self, policy_loss: nn.Module, settings: RACSettings, *, with_entropy: bool) -> None:
@@ -122,4 +122,4 @@ class RACPolicyLoss(nn.Module):
             torch.cat(parts_lp), torch.cat(parts_mask), partners,
             token_entropy=torch.cat(parts_ent) if self.with_entropy else None, config=self.settings.config,
         )
-        return term * step.batch.scale
+        return term

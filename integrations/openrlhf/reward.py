@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rac_losses.rewards import verbalized_reward
+from rac_losses.rewards import MISSING_CONFIDENCE, strip_verbalized_confidence, verbalized_reward
 
 __all__ = ["extract_answer", "is_correct", "response_text", "reward_func"]
 
@@ -65,7 +65,7 @@ def _normalise(answer: str) -> str:
 
 def is_correct(response: str, label: str) -> bool:
     """Whether the response's answer matches ``label`` (see the module docstring for the rule)."""
-    answer = extract_answer(response)
+    answer = extract_answer(strip_verbalized_confidence(response))  # a stated confidence is never the answer
     if answer is None:
         return False
     expected = extract_answer(label)
@@ -80,7 +80,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[str], **kwa
     """OpenRLHF's reward contract: ``{"rewards": [B], "scores": [B], "extra_logs": {name: [B]}}``.
 
     ``rewards`` = correct + Brier (in ``[0, 2]``), ``scores`` = correctness (0/1, what OpenRLHF's dynamic
-    filtering reads); ``extra_logs``: ``correct``, ``confidence`` (0 when missing), ``confidence_valid``
+    filtering reads); ``extra_logs``: ``correct``, ``confidence`` (``MISSING_CONFIDENCE``, -1, when missing), ``confidence_valid``
     (1 when a readable confidence was stated) and ``brier``.
 
     Raises:
@@ -101,7 +101,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[str], **kwa
         "scores": column([r.correct for r in results]),
         "extra_logs": {
             "correct": column([r.correct for r in results]),
-            "confidence": column([0.0 if r.confidence is None else r.confidence for r in results]),
+            "confidence": column([MISSING_CONFIDENCE if r.confidence is None else r.confidence for r in results]),
             "confidence_valid": column([float(r.confidence is not None) for r in results]),
             "brier": column([r.brier for r in results]),
         },

@@ -1,7 +1,7 @@
 """The pre-update pass: a replay buffer's samples as RAC rows, with partner tables and metrics.
 
 Rows ``0..N-1`` are the buffer's samples (clean), rows ``N..N+M-1`` their corrupted twins. Each sample is
-stamped with its row and its twin's row (``info["rac_row"]``, ``info["rac_twin"]``, ``-1`` without twin):
+stamped with its row and its twin's row (``info["rac_row"]``, ``info["rac_twin_row"]``, ``-1`` without twin):
 per-sample entries that survive the replay buffer's shuffle and any micro-batch split, so each micro-batch
 finds its rows' slice of the partner tables.
 
@@ -24,12 +24,12 @@ from rac_losses.integrations.openrlhf.groups import GROUP_KEY
 from rac_losses.integrations.openrlhf.twins import corrupted_inputs, sample_key
 from rac_losses.integrations.settings import RACSettings
 
-__all__ = ["ROW_KEY", "TWIN_KEY", "RACBatch", "prepare_batch"]
+__all__ = ["ROW_KEY", "TWIN_ROW_KEY", "RACBatch", "prepare_batch"]
 
 logger = logging.getLogger(__name__)
 
 ROW_KEY = "rac_row"
-TWIN_KEY = "rac_twin"
+TWIN_ROW_KEY = "rac_twin_row"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +40,11 @@ class RACBatch:
         partners: partner tables of the ``N + M`` rows (clean samples, then twins), on the CPU.
         twin_inputs: twin row -> its corrupted images' model inputs (``pixel_values``, ``image_grid_thw``).
         metrics: :func:`rac_losses.rac_loss`'s metrics at the pre-update parameters, plus ``twins`` (``M``).
-        scale: factor on each micro-batch's RAC term (see ``RACActorPPOTrainer.ppo_train``).
     """
 
     partners: RACPartners
     twin_inputs: dict[int, dict[str, torch.Tensor]]
     metrics: dict[str, float]
-    scale: float = 1.0
 
 
 def _merge(inputs: Sequence[Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -147,7 +145,7 @@ def prepare_batch(
 
     Args:
         items: the replay buffer's single-sample ``Experience`` objects, each with ``info["rac_group"]``,
-            ``rewards`` and ``action_log_probs``; modified: ``info["rac_row"]`` / ``info["rac_twin"]`` added.
+            ``rewards`` and ``action_log_probs``; modified: ``info["rac_row"]`` / ``info["rac_twin_row"]`` added.
         actor: OpenRLHF's ``Actor`` (forwards for entropy and twins only).
         settings: the run's RAC settings.
         processor: the model's processor (for twins).
@@ -193,6 +191,6 @@ def prepare_batch(
     metrics = dict(rac_loss(log_probs, mask, **row_args).metrics, twins=float(len(twin_inputs)))
     for i, item in enumerate(items):
         item.info[ROW_KEY] = i
-        item.info[TWIN_KEY] = n + twin_of[i] if twin_of[i] >= 0 else -1
+        item.info[TWIN_ROW_KEY] = n + twin_of[i] if twin_of[i] >= 0 else -1
     logger.info("rac: %d rows, %d corrupted twins; %s", n, len(twin_inputs), metrics)
     return RACBatch(partners=partners, twin_inputs={n + t: mm for t, mm in enumerate(twin_inputs)}, metrics=metrics)

@@ -9,10 +9,11 @@ Only three methods are extended, each calling OpenRLHF's own:
   the whole batch before the update); the logged ``policy_loss`` stays OpenRLHF's own, without RAC.
 
 Scale: DeepSpeed divides each micro-batch loss by its gradient-accumulation steps ``gas`` (OpenRLHF
-pre-compensates its own policy loss), and a buffer may hold several optimizer steps. Each micro-batch's RAC
-share is multiplied by ``gas * optimizer steps per epoch``: with one optimizer step per buffer the gradient
-is exactly the batch loss's; with several, each step gets the batch loss's gradient in expectation over
-OpenRLHF's shuffle. Data-parallel ranks each compute their own batch loss (rows of their own buffer);
+pre-compensates its own policy loss), and a buffer may hold several optimizer steps. The partner tables are
+scaled (:meth:`rac_losses.RACPartners.scaled`) by ``gas * optimizer steps per epoch``: with one optimizer
+step per buffer the gradient is exactly the batch loss's; with several, each step's RAC term is on the
+scale of the batch loss, and summed over an epoch at fixed parameters the steps' gradients are ``steps``
+times the batch gradient (as for OpenRLHF's own per-step mean losses). Data-parallel ranks each compute their own batch loss (rows of their own buffer);
 DeepSpeed averages them.
 """
 
@@ -27,7 +28,7 @@ import torch
 
 from rac_losses.integrations.openrlhf.groups import GROUP_KEY
 from rac_losses.integrations.openrlhf.loss import MicroBatch, RACPolicyLoss
-from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_KEY, prepare_batch
+from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_ROW_KEY, prepare_batch
 from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["rac_trainer_class"]
@@ -76,7 +77,8 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             )
             micro_batches = len(buffer.items) // buffer.sample_batch_size  # OpenRLHF drops the last partial one
             gas = max(int(self.strategy.accumulated_gradient), 1)
-            self._rac_batch = dataclasses.replace(prepared, scale=float(gas * math.ceil(micro_batches / gas)))
+            scale = gas * math.ceil(micro_batches / gas)
+            self._rac_batch = dataclasses.replace(prepared, partners=prepared.partners.scaled(scale))
             try:
                 return super().ppo_train(kl_ctl)
             finally:
@@ -89,11 +91,11 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             if not isinstance(loss_fn, RACPolicyLoss) or batch is None:
                 raise RuntimeError("rac: training_step outside ppo_train, or the RAC policy loss was replaced")
             info = experience.info
-            if ROW_KEY not in info or TWIN_KEY not in info:
+            if ROW_KEY not in info or TWIN_ROW_KEY not in info:
                 raise RuntimeError(
                     f"rac: samples without info[{ROW_KEY!r}]: they did not pass through this trainer's ppo_train"
                 )
-            rows, twins = _per_sample(info.pop(ROW_KEY)), _per_sample(info.pop(TWIN_KEY))
+            rows, twins = _per_sample(info.pop(ROW_KEY)), _per_sample(info.pop(TWIN_ROW_KEY))
             info.pop(GROUP_KEY, None)
             info.update({f"rac/{k}": torch.tensor(float(v)) for k, v in batch.metrics.items()})
             micro = MicroBatch(

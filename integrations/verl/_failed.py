@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
-from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
 
 def register_failure(error: BaseException) -> None:
     """Register trainer mode ``rac`` as a class whose construction raises ``RuntimeError`` from ``error``."""
-    if "rac" in TRAINER_REGISTRY:  # the real trainer registered before something else failed (name: trainer.TRAINER_MODE)
-        return
-
     class RACPluginImportFailed(PPOTrainerSync):
         def __init__(self, *args, **kwargs):
             raise RuntimeError(

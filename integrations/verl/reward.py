@@ -19,13 +19,10 @@ from typing import Any
 
 from verl.utils.reward_score import default_compute_score
 
-from rac_losses.rewards import strip_verbalized_confidence, verbalized_reward
+from rac_losses.rewards import MISSING_CONFIDENCE, strip_verbalized_confidence, verbalized_reward
 
-__all__ = ["MISSING_CONFIDENCE", "compute_score"]
+__all__ = ["compute_score"]
 
-#: The ``confidence`` reported when the response states none (or a malformed one): verl stacks each
-#: extra-info key across rows, so it must stay a float. ``confidence_valid`` says which rows have one.
-MISSING_CONFIDENCE = -1.0
 _CORRECT_AT = 0.5
 
 
@@ -54,5 +51,8 @@ def compute_score(
 
 
 def _correctness(result: float | dict[str, Any]) -> float:
-    value = result.get("acc", result["score"]) if isinstance(result, dict) else result
+    if isinstance(result, dict):
+        value = result["acc"] if "acc" in result else result["score"]
+    else:
+        value = result
     return float(float(value) >= _CORRECT_AT)

@@ -10,13 +10,13 @@ Nothing here imports verl: it is plain torch/numpy over those fields.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from rac_losses import RACPartners, rac_loss, rac_partners
+from rac_losses import rac_loss, rac_partners
 from rac_losses.integrations.settings import RACSettings
 
 __all__ = [
@@ -126,10 +126,10 @@ def partner_fields(
         response_mask: ``[N, T]`` bool or 0/1.
         settings: the run's RAC settings.
         entropy: ``[N, T]`` per-token entropy, needed by a ``neg_entropy`` confidence.
-        mini_batches: how many optimiser steps (mini-batches) share the rows per epoch. Each mini-batch
-            then reports and optimises an unbiased estimate of the whole batch's RAC loss, as verl's
-            own terms are normalised per mini-batch; with one mini-batch the sum over micro-batches is
-            exactly the batch loss.
+        mini_batches: how many optimiser steps (mini-batches) share the rows per epoch. Each mini-batch's
+            RAC term is scaled by it (:meth:`~rac_losses.RACPartners.scaled`), so it is on the scale of the
+            batch loss as verl's per-mini-batch means are; with one mini-batch the sum over micro-batches
+            is exactly the batch loss.
 
     Returns:
         ``(fields, metrics)``: ``fields`` maps ``rac_twin`` and the partner tables
@@ -155,14 +155,9 @@ def partner_fields(
     )
     partners = rac_partners(**inputs)
     if mini_batches > 1:
-        partners = _scaled(partners, mini_batches)
+        partners = partners.scaled(mini_batches)
     fields = partners.to_fields(prefix=PARTNER_PREFIX)
     fields[TWIN_KEY] = rows.twin.clone()
     metrics = {f"rac/{k}": v for k, v in rac_loss(**inputs).metrics.items()}
     return fields, metrics
 
-
-def _scaled(partners: RACPartners, mini_batches: int) -> RACPartners:
-    """The same tables with every normaliser divided by ``mini_batches`` (each mini-batch's loss scaled up)."""
-    pair = None if partners.pair is None else replace(partners.pair, normaliser=partners.pair.normaliser / mini_batches)
-    return RACPartners(replace(partners.rank, normaliser=partners.rank.normaliser / mini_batches), pair)

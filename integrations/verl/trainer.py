@@ -41,32 +41,43 @@ def settings_from_config(config: DictConfig) -> RACSettings:
     """The run's :class:`RACSettings` from the top-level ``rac`` node of verl's config (absent: defaults).
 
     Raises:
-        ValueError: an unknown or invalid ``rac`` option (named), a confidence verl cannot provide
-            (``topk``), twins with an advantage estimator other than ``grpo``, or rollout-correction
-            ``bypass_mode`` (it skips the per-row log-prob recomputation RAC reads).
+        ValueError: an unknown or invalid ``rac`` option (named); a confidence verl cannot provide
+            (``topk``); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
+            reads); or, with twins, an advantage estimator other than ``grpo``, a ``seq-mean-*`` loss
+            aggregation, or rollout importance weights / rejection sampling (see the messages).
     """
     node = config.get("rac")
     options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     settings = RACSettings.from_options(options)
-    for name in ("rank_confidence", "pair_confidence"):
-        value = getattr(settings.config, name)
-        if value not in _VERL_CONFIDENCES:
-            raise ValueError(f"rac.{name}={value!r} is not available in verl; expected one of {', '.join(_VERL_CONFIDENCES)}")
+    settings.check_confidences(_VERL_CONFIDENCES, "verl")
     correction = config.algorithm.get("rollout_correction") or {}
     if correction.get("bypass_mode", False):
         raise ValueError(
             "rac needs verl to recompute the old log-probs and entropy of every row (each under its own image); "
             "algorithm.rollout_correction.bypass_mode=true reuses the rollout's instead: turn it off"
         )
+    if settings.uses_twins:
+        _check_twins_supported(config)
+    return settings
+
+
+def _check_twins_supported(config: DictConfig) -> None:
+    """Twins are extra rows in verl's batch: refuse the settings where verl would count them."""
+    off = "set +rac.pair_coef=0 or +rac.corruption.fraction=0 to train without twins"
     estimator = config.algorithm.adv_estimator
-    if settings.uses_twins and estimator != "grpo":
+    if estimator != "grpo":
         # verl v1's GRPO computes group statistics from each rollout's final output only (the clean row,
         # emitted after its twin); other estimators would count twins as extra samples.
-        raise ValueError(
-            f"corrupted twins need algorithm.adv_estimator=grpo (got {estimator!r}); "
-            "set +rac.pair_coef=0 or +rac.corruption.fraction=0 to train without twins"
-        )
-    return settings
+        raise ValueError(f"corrupted twins need algorithm.adv_estimator=grpo (got {estimator!r}); {off}")
+    mode = config.actor_rollout_ref.actor.loss_agg_mode
+    if mode.startswith("seq-mean"):
+        # seq-mean modes divide by verl's fixed mini-batch row count, which twins fill: the policy term shrinks
+        raise ValueError(f"corrupted twins need a token loss aggregation (got loss_agg_mode={mode!r}); {off}")
+    correction = config.algorithm.get("rollout_correction") or {}
+    for key in ("rollout_is", "rollout_rs"):
+        if correction.get(key) is not None:
+            # a twin carries its clean rollout's sampling log-probs but is scored under another image
+            raise ValueError(f"corrupted twins cannot take part in algorithm.rollout_correction.{key}; {off}")
 
 
 def prepare_config(config: DictConfig, settings: RACSettings) -> None:
@@ -104,9 +115,8 @@ class RACTrainer(PPOTrainerSync):
 
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics=metrics)
-        fields = ["uid", "rm_scores", "response_mask", "old_log_probs", "entropy", "extra_fields"]
+        fields = ["uid", "rm_scores", "response_mask", "loss_mask", "old_log_probs", "entropy", "extra_fields"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        response_mask = data["response_mask"]
         padded = data.select("rm_scores", "response_mask", "old_log_probs", "entropy").to_padded_tensor()
         rows = rows_from_verl(
             # non-tensor fields come back as a list subclass, a NonTensorStack or an array: list() reads them all
@@ -126,7 +136,12 @@ class RACTrainer(PPOTrainerSync):
         )
         metrics.update(rac_metrics)
         metrics["rac/twins"] = float(rows.twin.sum())
-        fields["loss_mask"] = without_twins(response_mask, rows.twin)  # verl's token normaliser: clean tokens
+        if self.rac.uses_twins and not bool(rows.twin.any()):
+            logger.warning(
+                "rac: no corrupted twin in this step (rows from an agent loop other than %s, e.g. a dataset "
+                "agent_name column, get none); the pairwise loss is 0", AGENT_LOOP_NAME,
+            )
+        fields["loss_mask"] = without_twins(data["loss_mask"], rows.twin)  # verl's token normaliser: clean tokens
         return tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )

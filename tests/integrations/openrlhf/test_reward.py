@@ -31,7 +31,9 @@ def one(response: str, label: str, prompt: str = PROMPT) -> dict:
         # wrong and unsure, as a percentage
         ("<answer>4</answer> <confidence>10%</confidence>", "3", dict(reward=0.99, score=0, correct=0, confidence=0.1, brier=0.99)),
         # correct without a confidence: no Brier part
-        ("\\boxed{3}", "3", dict(reward=1.0, score=1, correct=1, confidence=0.0, confidence_valid=0, brier=0.0)),
+        ("\\boxed{3}", "3", dict(reward=1.0, score=1, correct=1, confidence=-1.0, confidence_valid=0, brier=0.0)),
+        # a confidence inside the answer tag is not part of the answer
+        ("<answer>42 <confidence>0.9</confidence></answer>", "42", dict(reward=1.99, score=1, correct=1, confidence=0.9, confidence_valid=1, brier=0.99)),
         # malformed confidences are not read
         ("\\boxed{3}<confidence>high</confidence>", "3", dict(reward=1.0, confidence_valid=0)),
         ("\\boxed{3}<confidence>85</confidence>", "3", dict(reward=1.0, confidence_valid=0)),

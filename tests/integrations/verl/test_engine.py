@@ -110,23 +110,44 @@ def test_gradient_is_unchanged_by_row_order_and_micro_batching(frozen_worker, ba
     _assert_grads_close(vl_batch.grads(frozen_worker), whole, atol=1e-5, rtol=1e-5)
 
 
-def test_twins_take_no_part_in_the_policy_gradient(frozen_worker, batch):
-    """With RAC off, a batch with twins trains exactly like the clean rows alone under stock ppo_loss."""
+def test_twins_take_no_part_in_the_policy_gradient_kl_or_entropy_terms(frozen_worker, batch):
+    """With RAC off, a batch with twins trains exactly like the clean rows alone under stock ppo_loss
+    (policy gradient, KL loss to a reference and entropy bonus all on)."""
     off = RACSettings.from_options({"rank_coef": 0, "pair_coef": 0})
+    config = vl_batch.actor_config(use_kl_loss=True, kl_loss_coef=0.3, kl_loss_type="low_var_kl", entropy_coeff=0.05)
     adv = (batch.reward - 0.5).float()[:, None] * batch.tensors["response_mask"]
     fields, loss_mask, _ = _rac_inputs(frozen_worker, batch, off)
     fields["advantages"] = adv
-    frozen_worker.set_loss_fn(partial(rac_ppo_loss, config=vl_batch.actor_config(), settings=off))
+    fields["ref_log_prob"] = fields["old_log_probs"] - 0.2 * torch.rand(fields["old_log_probs"].shape, generator=torch.Generator().manual_seed(1))
+    frozen_worker.set_loss_fn(partial(rac_ppo_loss, config=config, settings=off))
     with_twins = vl_batch.train(frozen_worker, batch, fields, loss_mask=loss_mask)
     with_twins_grads = vl_batch.grads(frozen_worker)
 
     clean = [i for i, e in enumerate(batch.extra_fields) if e["rac_severity"] == 0]
     alone = batch.select(clean)
-    frozen_worker.set_loss_fn(partial(ppo_loss, config=vl_batch.actor_config()))
-    stock = vl_batch.train(frozen_worker, alone, {"old_log_probs": fields["old_log_probs"][clean], "advantages": adv[clean]})
-    assert with_twins["actor/pg_loss"] == pytest.approx(stock["actor/pg_loss"], abs=1e-6)
+    frozen_worker.set_loss_fn(partial(ppo_loss, config=config))
+    stock = vl_batch.train(frozen_worker, alone, {k: fields[k][clean] for k in ("old_log_probs", "advantages", "ref_log_prob")})
+    for key in ("actor/pg_loss", "kl_loss", "actor/entropy_loss"):
+        assert with_twins[key] == pytest.approx(stock[key], abs=1e-6), key
     assert any(g.abs().max() > 1e-6 for g in with_twins_grads.values())
     _assert_grads_close(with_twins_grads, vl_batch.grads(frozen_worker), atol=1e-6, rtol=1e-5)
+
+
+def test_mini_batches_each_carry_the_batch_scale(frozen_worker, hf, batch):
+    """3 mini-batches of 3 rows (3 optimiser steps at lr 0): each step's RAC term is scaled by 3, so the
+    steps' gradients sum to 3 x the batch gradient, as 3 steps of a mean loss would."""
+    old, entropy = vl_batch.infer(frozen_worker, batch)
+    rows = rows_from_verl(batch.uid, batch.rm_scores(), batch.extra_fields, [False] * len(batch))
+    fields, _ = partner_fields(rows, old, batch.tensors["response_mask"], SETTINGS, entropy=entropy, mini_batches=3)
+    fields.update(old_log_probs=old, advantages=torch.zeros(old.shape))
+    frozen_worker.set_loss_fn(partial(rac_ppo_loss, config=vl_batch.actor_config(), settings=SETTINGS))
+    frozen_worker.step_grads.clear()
+    vl_batch.train(frozen_worker, batch, fields, loss_mask=without_twins(batch.tensors["response_mask"], rows.twin),
+                   mini_batch_size=3)
+    assert len(frozen_worker.step_grads) == 3
+    summed = {n: sum(step[n] for step in frozen_worker.step_grads) for n in frozen_worker.step_grads[0]}
+    _, want = _reference(hf, batch)
+    _assert_grads_close(summed, {n: 3 * g for n, g in want.items()})
 
 
 def test_zero_coefficients_equal_stock_ppo_loss_exactly(frozen_worker, batch):

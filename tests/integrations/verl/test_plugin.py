@@ -65,6 +65,12 @@ def test_the_flag_and_rac_overrides_build_the_trainer_settings():
     assert omega_conf_to_dataclass(config.actor_rollout_ref.actor).calculate_entropy  # verl's own schema accepts it
 
 
+def test_without_twins_the_twin_only_restrictions_do_not_apply():
+    for override in ("actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean", "algorithm.adv_estimator=gae",
+                     "+rac.pair_confidence=topk"):
+        RACTrainer(_compose("trainer.v1.trainer_mode=rac", "+rac.pair_coef=0", override))
+
+
 def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
     trainer = RACTrainer(_compose("trainer.v1.trainer_mode=rac"))
     assert trainer.rac.config == RACConfig() and trainer.rac.corruption.fraction == 0.5
@@ -85,6 +91,8 @@ def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
         (["+rac.rank_confidence=topk"], "rac.rank_confidence='topk' is not available in verl"),
         (["algorithm.adv_estimator=gae"], "corrupted twins need algorithm.adv_estimator=grpo"),
         (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode=true reuses the rollout's"),
+        (["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"], "twins need a token loss aggregation"),
+        (["algorithm.rollout_correction.rollout_is=token"], "cannot take part in algorithm.rollout_correction.rollout_is"),
     ],
 )
 def test_a_bad_rac_value_fails_at_start_up_naming_it(overrides, match):

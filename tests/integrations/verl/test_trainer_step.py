@@ -52,7 +52,8 @@ class Meta:
 
 
 def _step_rows(seed=0):
-    """2 prompts x 2 rollouts, a twin of rollout 0 of prompt 0, and one verl padding row (a template copy)."""
+    """2 prompts x 2 rollouts, a twin of rollout 0 of prompt 0, and one verl padding row: a copy of the
+    twin (verl copies the batch's first key, often a twin) with a padding uid."""
     g = torch.Generator().manual_seed(seed)
     spec = [("a", 0, 1.0, 0), ("a", 1, 0.0, 0), ("b", 0, 0.0, 0), ("b", 1, 1.0, 0), ("a", 0, 1.0, 4)]
     rows, keys = {}, []
@@ -62,10 +63,11 @@ def _step_rows(seed=0):
         keys.append(key)
         rows[key] = dict(
             uid=uid, rm_scores=torch.tensor([0.0] * (n - 1) + [reward]), response_mask=torch.ones(n, dtype=torch.long),
+            loss_mask=torch.ones(n, dtype=torch.long),
             old_log_probs=-torch.rand(n, generator=g), entropy=torch.rand(n, generator=g),
             extra_fields={"rac_pair": f"{uid}/{session}", "rac_severity": severity, "rac_corruption": "fog" if severity else ""},
         )
-    rows["pad_0_0"] = dict(rows[keys[0]], uid="pad0")  # verl copies the first row as the padding template
+    rows["pad_0_0"] = dict(rows[keys[4]], uid="pad0")  # the template keeps the twin's rac_pair and severity
     keys.append("pad_0_0")
     tags = [{}] * (len(keys) - 1) + [{"is_padding": True}]
     return rows, keys, tags
@@ -97,7 +99,7 @@ def test_compute_advantage_writes_partner_fields_twin_flags_and_a_clean_loss_mas
     want = rac_loss(
         logp, mask, torch.tensor([rows[k]["rm_scores"].sum().item() for k in keys]), torch.tensor([0, 0, 1, 1, 0, 2]),
         token_entropy=torch.stack([pad(rows[k]["entropy"]) for k in keys]),
-        pair=torch.tensor([0, 1, 2, 3, 0, 0]), severity=torch.tensor([0, 0, 0, 0, 4, 0]),
+        pair=torch.tensor([0, 1, 2, 3, 0, 0]), severity=torch.tensor([0, 0, 0, 0, 4, 4]),
         valid=torch.tensor([True] * 5 + [False]), config=trainer.rac.config,
     )
     fields = {name: torch.stack([torch.as_tensor(rows[k][name]) for k in keys]) for name in rows[keys[0]] if name.startswith("rac_") and name != "rac_twin"}

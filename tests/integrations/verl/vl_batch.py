@@ -130,16 +130,18 @@ def make_worker(path, *, lr: float) -> TrainingWorker:
 
 
 def _capture_gradients(worker: TrainingWorker) -> None:
-    """Keep a copy of the gradients the engine is about to step with (it frees them afterwards)."""
+    """Keep a copy of the gradients of every optimiser step (the engine frees them afterwards)."""
     engine = worker.engine
     step = engine.optimizer_step
+    worker.step_grads = []
 
     def optimizer_step():
-        worker.last_grads = {}
+        grads = {}
         for name, p in engine.module.named_parameters():
             if p.grad is not None:
                 g = p.grad
-                worker.last_grads[name] = (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().clone()
+                grads[name] = (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().clone()
+        worker.step_grads.append(grads)
         return step()
 
     engine.optimizer_step = optimizer_step
@@ -173,13 +175,15 @@ def infer(worker: TrainingWorker, batch: Batch) -> tuple[torch.Tensor, torch.Ten
 
 
 def train(worker: TrainingWorker, batch: Batch, fields: dict[str, torch.Tensor], *, loss_mask: torch.Tensor | None = None,
-          calculate_entropy: bool = True, **engine_keys) -> dict:
-    """One ``train_mini_batch`` over all rows (one mini-batch); ``engine_keys`` override micro-batching."""
+          calculate_entropy: bool = True, mini_batch_size: int | None = None, **engine_keys) -> dict:
+    """One ``train_mini_batch`` (one mini-batch of all rows unless ``mini_batch_size`` says otherwise, in order);
+    ``engine_keys`` override micro-batching."""
     td = to_tensordict(batch, fields)
     if loss_mask is not None:
         td["loss_mask"] = loss_mask
     tu.assign_non_tensor(
-        td, calculate_entropy=calculate_entropy, global_batch_size=len(batch), mini_batch_size=len(batch), epochs=1,
+        td, calculate_entropy=calculate_entropy, global_batch_size=mini_batch_size or len(batch),
+        mini_batch_size=mini_batch_size or len(batch), epochs=1,
         seed=0, dataloader_kwargs={"shuffle": False}, compute_loss=True, **engine_keys,
     )
     return tu.get(worker.train_mini_batch(td), "metrics")
@@ -187,7 +191,7 @@ def train(worker: TrainingWorker, batch: Batch, fields: dict[str, torch.Tensor],
 
 def grads(worker: TrainingWorker) -> dict[str, torch.Tensor]:
     """The gradients of the engine's last optimiser step, by parameter name (full tensors)."""
-    return worker.last_grads
+    return worker.step_grads[-1]
 
 
 class CountingLoss:
