@@ -78,8 +78,11 @@ def rows_from_verl(
         padding: ``N`` flags, true for verl's synthetic padding rows (``tag["is_padding"]``).
 
     Raises:
+        TypeError: ``rm_scores`` is not a float tensor.
         ValueError: lengths differ, or a ``rac_severity`` outside ``0..5``.
     """
+    if not isinstance(rm_scores, torch.Tensor) or not rm_scores.is_floating_point():
+        raise TypeError(f"rm_scores must be a float tensor [N, T], got {type(rm_scores).__name__}")
     n = len(uid)
     if rm_scores.ndim != 2 or rm_scores.shape[0] != n or len(extra_fields) != n or len(padding) != n:
         raise ValueError(

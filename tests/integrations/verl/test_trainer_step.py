@@ -110,3 +110,14 @@ def test_compute_advantage_writes_partner_fields_twin_flags_and_a_clean_loss_mas
     assert metrics["rac/rank_pairs"] == want.metrics["rank_pairs"] == 2
     assert metrics["rac/pair_pairs"] == 1 and metrics["rac/twins"] == 1
     assert metrics["rac/conf_gap"] == pytest.approx(want.metrics["conf_gap"])
+
+
+def test_rows_from_verl_refuses_bad_input_naming_it():
+    from rac_losses.integrations.verl.rows import rows_from_verl
+
+    with pytest.raises(TypeError, match=r"rm_scores must be a float tensor \[N, T\], got list"):
+        rows_from_verl(["a"], [[1.0]], [{}], [False])
+    with pytest.raises(ValueError, match=r"uid \(2\), rm_scores \(1, 3\).*must describe the same rows"):
+        rows_from_verl(["a", "b"], torch.zeros(1, 3), [{}], [False])
+    with pytest.raises(ValueError, match="rac_severity must lie in 0..5"):
+        rows_from_verl(["a"], torch.zeros(1, 3), [{"rac_severity": 9}], [False])
