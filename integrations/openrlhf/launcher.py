@@ -10,6 +10,7 @@ the setup hook :func:`rac_losses.integrations.openrlhf.hook.install` in every wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import runpy
@@ -78,15 +79,17 @@ def split_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return options, rest
 
 
-def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> list[str]:
-    """Check ``settings`` against OpenRLHF's arguments; return the arguments to run with.
+def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> tuple[RACSettings, list[str]]:
+    """Check ``settings`` against OpenRLHF's arguments; return the settings and the arguments to run with.
 
-    Adds ``--actor.entropy_coef 0`` when a confidence reads entropy and the flag is absent (OpenRLHF then
-    computes the entropy with gradient and adds no entropy loss).
+    On a text-only run (``--data.max_images_per_prompt 0``, OpenRLHF's default) the pairwise part has no
+    images to corrupt: it is turned off (``pair_coef`` 0) with a warning. Adds ``--actor.entropy_coef 0``
+    when a confidence reads entropy and the flag is absent (OpenRLHF then computes the entropy with gradient
+    and adds no entropy loss).
 
     Raises:
-        ValueError: twins asked for on a text-only run (``--data.max_images_per_prompt 0``), dynamic
-            batching, or settings the adapter does not support.
+        ValueError: twins with DeepSpeed ZeRO-3 (ranks would run different numbers of forwards and ZeRO-3's
+            parameter gathers would hang), dynamic batching, or settings the adapter does not support.
     """
     check_supported(settings)
     known = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -94,29 +97,35 @@ def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> list[str]:
     known.add_argument("--actor.entropy_coef", dest="entropy_coef", type=float, default=None)
     known.add_argument("--train.dynamic_batch_enable", dest="dynamic_batch", action="store_true")
     for name, default in (("actor.num_nodes", 1), ("actor.num_gpus_per_node", 8), ("ds.ring_attn_size", 1),
-                          ("ds.tensor_parallel_size", 1), ("rollout.micro_batch_size", 1),
-                          ("rollout.n_samples_per_prompt", 1)):
+                          ("ds.tensor_parallel_size", 1), ("rollout.batch_size", 1024), ("ds.zero_stage", 2)):
         known.add_argument(f"--{name}", dest=name.replace(".", "_"), type=int, default=default)  # OpenRLHF's defaults
     args, _ = known.parse_known_args(openrlhf_args)
     dp_ranks = args.actor_num_nodes * args.actor_num_gpus_per_node // args.ds_ring_attn_size // args.ds_tensor_parallel_size
-    n = args.rollout_n_samples_per_prompt
-    if settings.config.rank_coef > 0 and dp_ranks > 1 and args.rollout_micro_batch_size % n:
+    if settings.config.rank_coef > 0 and dp_ranks > 1 and args.rollout_batch_size % dp_ranks:
+        # OpenRLHF hands each rank a contiguous rollout.batch_size / dp prompts' worth of samples
         logger.warning(
-            "rac: --rollout.micro_batch_size %d is not a multiple of --rollout.n_samples_per_prompt %d: some prompt "
-            "groups are split across the %d data-parallel ranks and lose their ranking comparisons across ranks",
-            args.rollout_micro_batch_size, n, dp_ranks,
+            "rac: --rollout.batch_size %d is not a multiple of the %d data-parallel ranks: some prompt groups are "
+            "split across ranks and lose their ranking comparisons across ranks",
+            args.rollout_batch_size, dp_ranks,
         )
     if settings.uses_twins and args.max_images == 0:
+        logger.warning(
+            "rac: text-only run (--data.max_images_per_prompt 0): no images to corrupt, the pairwise "
+            "clean-vs-corrupted part is off (rac.pair_coef 0); the ranking part runs"
+        )
+        settings = dataclasses.replace(settings, config=dataclasses.replace(settings.config, pair_coef=0.0))
+    if settings.uses_twins and args.ds_zero_stage == 3:
         raise ValueError(
-            "rac.pair_coef > 0 with rac.corruption.fraction > 0 needs images, but this is a text-only run "
-            "(--data.max_images_per_prompt 0); pass --rac.pair_coef 0 or --rac.corruption.fraction 0"
+            "corrupted twins are not supported with --ds.zero_stage 3: only ranks holding twins run the twin "
+            "forwards, and ZeRO-3's parameter all-gathers would hang; use --ds.zero_stage 2 (or 1), or pass "
+            "--rac.pair_coef 0"
         )
     if args.dynamic_batch:
         raise ValueError("--train.dynamic_batch_enable is not supported with RAC")
     if settings.needs_entropy and args.entropy_coef is None:
         logger.info("rac: a neg_entropy confidence reads the entropy: adding --actor.entropy_coef 0")
-        return [*openrlhf_args, "--actor.entropy_coef", "0"]
-    return list(openrlhf_args)
+        return settings, [*openrlhf_args, "--actor.entropy_coef", "0"]
+    return settings, list(openrlhf_args)
 
 
 def runtime_env(settings: RACSettings) -> dict:
@@ -163,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options, openrlhf_args = split_args(argv)
         settings = RACSettings.from_options(options)
-        openrlhf_args = prepare_run(settings, openrlhf_args)
+        settings, openrlhf_args = prepare_run(settings, openrlhf_args)
     except ValueError as e:
         print(f"rac-openrlhf: error: {e}", file=sys.stderr)
         return 2

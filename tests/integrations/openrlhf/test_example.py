@@ -34,7 +34,9 @@ def test_example_command_line_parses(tmp_path):
     settings = RACSettings.from_options(options)
     assert settings.corruption.severities == (3, 4, 5) and settings.config.rank_margin == 0.1  # extra flags pass
     assert settings.uses_twins and settings.needs_entropy
-    args = openrlhf_args(*prepare_run(settings, rest))
+    checked, run_args = prepare_run(settings, rest)
+    assert checked == settings
+    args = openrlhf_args(*run_args)
     assert args.rollout.n_samples_per_prompt == 8 and args.algo.advantage.estimator == "group_norm"
     assert args.actor.entropy_coef == 0.0 and args.data.max_images_per_prompt == 1
     assert args.reward.remote_url.endswith("integrations/openrlhf/reward.py")

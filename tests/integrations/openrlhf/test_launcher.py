@@ -132,15 +132,36 @@ def test_bad_rac_value_fails_before_ray(rac, message, monkeypatch, capsys):
     assert not ray.is_initialized()
 
 
-def test_twins_on_a_text_only_run_fail_before_ray(monkeypatch, capsys):
-    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+def test_default_options_on_a_text_only_run_turn_the_pairwise_part_off(fake_ray_init, monkeypatch, caplog):
+    monkeypatch.setattr(launcher, "_run_openrlhf", lambda args: None)
     args = list(STOCK)
     i = args.index("--data.max_images_per_prompt")
-    del args[i : i + 2]
-    assert launcher.main(args) == 2
-    assert "--rac.pair_coef 0" in capsys.readouterr().err
-    assert launcher.main([*args, "--train.dynamic_batch_enable", "--rac.pair_coef", "0"]) == 2
+    del args[i : i + 2]  # OpenRLHF's default: no images
+    with caplog.at_level("WARNING"):
+        assert launcher.main(args) == 0  # used to exit 2 with the default options
+    assert "text-only run" in caplog.text and "pairwise" in caplog.text
+    settings = settings_from_env(fake_ray_init[0]["runtime_env"]["env_vars"])
+    assert settings.config.pair_coef == 0 and not settings.uses_twins
+    assert settings.config.rank_coef == RACSettings().config.rank_coef  # the ranking part runs
+
+
+def test_dynamic_batching_fails_before_ray(monkeypatch, capsys):
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+    assert launcher.main([*STOCK, "--train.dynamic_batch_enable", "--rac.pair_coef", "0"]) == 2
     assert "dynamic_batch_enable" in capsys.readouterr().err
+
+
+def test_zero3_with_twins_is_refused_before_ray(monkeypatch, capsys):
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+    zero3 = [*STOCK, "--ds.zero_stage", "3"]
+    assert launcher.main(zero3) == 2
+    err = capsys.readouterr().err
+    assert "--ds.zero_stage 3" in err and "hang" in err and "--rac.pair_coef 0" in err
+    # without twins every rank runs the same forwards: ZeRO-3 is fine
+    settings, _ = launcher.prepare_run(RACSettings.from_options({"pair_coef": 0}), zero3)
+    assert not settings.uses_twins
+    settings, _ = launcher.prepare_run(RACSettings.from_options({"corruption.fraction": 0}), zero3)
+    assert not settings.uses_twins
 
 
 def test_help_lists_rac_and_openrlhf_options(capsys):
@@ -173,11 +194,13 @@ def test_settings_round_trip_through_the_environment():
         settings_from_env({ENV_VAR: json.dumps({"rank_coef": "x"})})
 
 
-def test_warns_when_groups_straddle_data_parallel_ranks(caplog):
+def test_group_split_warning_only_when_the_rollout_batch_does_not_divide_over_ranks(caplog):
     settings = RACSettings.from_options({"pair_coef": 0})
     with caplog.at_level("WARNING"):
-        launcher.prepare_run(settings, STOCK)  # 2 actor ranks, rollout micro-batch 8 = n 8: whole groups
+        launcher.prepare_run(settings, STOCK)  # 2 actor ranks, 64 prompts: each rank gets 32 whole groups
+        # OpenRLHF's default rollout micro-batch (1) does not split groups: each rank's share is contiguous
+        launcher.prepare_run(settings, [*STOCK, "--rollout.micro_batch_size", "1"])
     assert not caplog.records
     with caplog.at_level("WARNING"):
-        launcher.prepare_run(settings, [*STOCK, "--rollout.micro_batch_size", "6"])
-    assert "split across the 2 data-parallel ranks" in caplog.text
+        launcher.prepare_run(settings, [*STOCK, "--rollout.batch_size", "63"])
+    assert "split across ranks" in caplog.text and "--rollout.batch_size 63" in caplog.text
