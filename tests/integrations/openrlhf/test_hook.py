@@ -77,3 +77,31 @@ def test_group_ids_survive_the_replay_buffer_shuffle():
     batch = make_experience_batch(items)
     groups = torch.stack(batch.info[GROUP_KEY])
     assert torch.equal(groups, batch.rewards.long() // n)
+
+
+def test_group_ids_of_two_rollouts_in_one_buffer_never_collide():
+    # a GAE critic with --critic.freezing_steps > 0 skips the actor's fit: its buffer holds several rollouts,
+    # each numbered from index 0
+    from openrlhf.trainer.ppo_utils.experience import Experience, make_experience_batch, split_experience_batch
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    n, prompts, width = 2, 3, 4
+    args = openrlhf_args("--rollout.n_samples_per_prompt", str(n), "--algo.advantage.estimator", "group_norm")
+    maker = object.__new__(RemoteExperienceMaker)
+    maker.strategy, maker.args, maker.advantage_estimator, maker.kl_ctl = NS(args=args), args, "group_norm", NS(value=0.0)
+    compute = with_group_ids(RemoteExperienceMaker.compute_advantages_and_returns)
+    items = []
+    for rollout in range(2):
+        b = n * prompts
+        experience = Experience(
+            sequences=torch.ones(b, width + 1, dtype=torch.long), attention_mask=torch.ones(b, width + 1, dtype=torch.long),
+            action_mask=torch.ones(b, width, dtype=torch.bool), rewards=torch.rand(b), kl=torch.zeros(b, width),
+            index=list(range(b)), info={"rollout": torch.full((b,), rollout)},
+        )
+        (experience,) = compute(maker, [experience])
+        items += split_experience_batch(experience)
+    batch = make_experience_batch(items)
+    groups, rollouts = torch.stack(batch.info[GROUP_KEY]), torch.stack(batch.info["rollout"])
+    assert len(set(groups.tolist())) == 2 * prompts  # before: 3 ids, prompts of both rollouts merged
+    for g in set(groups.tolist()):
+        assert len(set(rollouts[groups == g].tolist())) == 1 and int((groups == g).sum()) == n
