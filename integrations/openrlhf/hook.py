@@ -1,29 +1,41 @@
-"""The Ray worker setup hook: ``install()`` puts RAC into OpenRLHF in the worker process.
+"""The Ray worker setup hook: ``install()`` puts RAC into OpenRLHF in the worker process, lazily.
 
 ``rac-openrlhf`` starts Ray with ``worker_process_setup_hook="rac_losses.integrations.openrlhf.hook.install"``,
-so every Ray worker (the PPO controller and each actor rank) runs it before any task. A failure raises, and
-Ray then fails the worker instead of letting it train without RAC.
+so every Ray worker runs it before any task. It checks the settings and OpenRLHF's version, then patches
+OpenRLHF's modules only when the worker first imports them (an import hook on ``sys.meta_path``): a worker
+that never imports OpenRLHF's trainer (vLLM engines, the reference model, Ray's own workers) loads neither it
+nor DeepSpeed because of RAC, and keeps the thread settings Ray gave it. A failure raises: in the hook, Ray
+fails the worker; in the patch, the worker's import of OpenRLHF fails. It never trains without RAC.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.metadata
 import logging
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-from rac_losses.integrations.openrlhf.groups import with_group_ids
 from rac_losses.integrations.openrlhf.options import settings_from_env
-from rac_losses.integrations.openrlhf.trainer import rac_trainer_class
 from rac_losses.integrations.settings import RACSettings
 
-__all__ = ["CONFIDENCES", "HOOK", "check_supported", "install"]
+__all__ = ["CONFIDENCES", "HOOK", "SUPPORTED", "check_supported", "check_version", "install"]
 
 logger = logging.getLogger(__name__)
 
 #: The hook's import path, as Ray's ``worker_process_setup_hook`` takes it.
 HOOK = f"{__name__}.install"
 
-
 #: Confidences the adapter can compute: OpenRLHF exposes log-probs and entropy, not the top-k log-probs.
 CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")
+
+#: The OpenRLHF releases the adapter was tested against (its patch points are private names).
+SUPPORTED = ("0.11.2",)
+
+_TRAINER_MODULE = "openrlhf.trainer.ray.ppo_actor"
+_MAKER_MODULE = "openrlhf.trainer.ppo_utils.experience_maker"
 
 
 def check_supported(settings: RACSettings) -> None:
@@ -31,25 +43,95 @@ def check_supported(settings: RACSettings) -> None:
     settings.check_confidences(CONFIDENCES, "the OpenRLHF adapter")
 
 
-def install() -> None:
-    """Replace ``ppo_actor.ActorPPOTrainer`` with the RAC subclass and add group ids at advantage time.
+def check_version(version: str) -> None:
+    """Raise ``RuntimeError`` unless ``version`` (OpenRLHF's) is one of :data:`SUPPORTED`."""
+    if version not in SUPPORTED:
+        raise RuntimeError(
+            f"rac: OpenRLHF {version} is not supported (tested: {', '.join(SUPPORTED)}); RAC patches OpenRLHF's "
+            f"trainer internals and could silently not run: pip install 'rac-losses[openrlhf]'"
+        )
 
-    Idempotent. Reads the settings from the launcher's environment variable.
+
+def _openrlhf_version() -> str:
+    return importlib.metadata.version("openrlhf")
+
+
+class _Loader(importlib.abc.Loader):
+    """A module's own loader, then ``patch(module)``."""
+
+    def __init__(self, loader: Any, patch: Callable[[ModuleType], None]) -> None:
+        self.loader, self.patch = loader, patch
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        self.patch(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ... of the real loader
+        return getattr(self.loader, name)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; wraps the loader of the modules in ``patches`` so each is patched once loaded."""
+
+    def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
+        self.patches = patches
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        patch = self.patches.get(name)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, patch)
+                return spec
+        return None
+
+
+def _patches(settings: RACSettings) -> dict[str, Callable[[ModuleType], None]]:
+    def trainer(ppo_actor: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.trainer import rac_trainer_class
+
+        if not hasattr(ppo_actor.ActorPPOTrainer, "rac_settings"):
+            ppo_actor.ActorPPOTrainer = rac_trainer_class(ppo_actor.ActorPPOTrainer, settings)
+            logger.info("rac: installed in OpenRLHF's ActorPPOTrainer (%s)", settings)
+
+    def maker(module: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.groups import with_group_ids
+
+        cls = module.RemoteExperienceMaker
+        cls.compute_advantages_and_returns = with_group_ids(cls.compute_advantages_and_returns)
+
+    return {_TRAINER_MODULE: trainer, _MAKER_MODULE: maker}
+
+
+def install() -> None:
+    """Patch ``ppo_actor.ActorPPOTrainer`` (the RAC subclass) and the advantage step (group ids), lazily.
+
+    Modules already imported are patched now; the others when first imported. Idempotent. Reads the settings
+    from the launcher's environment variable; imports neither OpenRLHF nor DeepSpeed.
 
     Raises:
         RuntimeError: the settings are missing or invalid (see
-            :func:`~rac_losses.integrations.openrlhf.options.settings_from_env`).
+            :func:`~rac_losses.integrations.openrlhf.options.settings_from_env`), or OpenRLHF's release is
+            not supported (:func:`check_version`).
         ValueError: unsupported settings (:func:`check_supported`).
-        ImportError: OpenRLHF cannot be imported.
+        importlib.metadata.PackageNotFoundError: OpenRLHF is not installed.
     """
     settings = settings_from_env()
     check_supported(settings)
-    import openrlhf.trainer.ray.ppo_actor as ppo_actor
-    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
-
-    if not hasattr(ppo_actor.ActorPPOTrainer, "rac_settings"):
-        ppo_actor.ActorPPOTrainer = rac_trainer_class(ppo_actor.ActorPPOTrainer, settings)
-    RemoteExperienceMaker.compute_advantages_and_returns = with_group_ids(
-        RemoteExperienceMaker.compute_advantages_and_returns
-    )
-    logger.info("rac: installed in OpenRLHF (%s)", settings)
+    check_version(_openrlhf_version())
+    patches = _patches(settings)
+    for name, patch in patches.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport(patches))
+    logger.info("rac: RAC will be installed when OpenRLHF's trainer modules are imported (%s)", settings)

@@ -52,6 +52,16 @@ def test_install_refuses_to_run_without_valid_settings(env, openrlhf_modules, mo
     assert ppo_actor.ActorPPOTrainer is stock
 
 
+def test_install_refuses_an_untested_openrlhf_release(openrlhf_modules, monkeypatch):
+    ppo_actor, _ = openrlhf_modules
+    stock = ppo_actor.ActorPPOTrainer
+    monkeypatch.setenv(ENV_VAR, settings_to_env(RACSettings())[ENV_VAR])
+    monkeypatch.setattr(hook, "_openrlhf_version", lambda: "0.12.0")
+    with pytest.raises(RuntimeError, match="OpenRLHF 0.12.0 is not supported"):
+        hook.install()
+    assert ppo_actor.ActorPPOTrainer is stock
+
+
 def test_group_ids_survive_the_replay_buffer_shuffle():
     from openrlhf.trainer.ppo_utils.experience import Experience, make_experience_batch, split_experience_batch
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker

@@ -55,6 +55,36 @@ def test_hook_replaces_the_trainer_in_a_ray_actor(local_ray):
     assert got["pid"] != os.getpid()
 
 
+@ray.remote(num_cpus=0.5)
+class Bystander:
+    """A fractional-CPU actor that never imports OpenRLHF's trainer (like a vLLM engine or the reference)."""
+
+    def state(self) -> dict:
+        import sys
+
+        return {
+            "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("deepspeed", "openrlhf")),  # flash_attn: the test stubs
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+        }
+
+    def import_trainer(self) -> str:
+        import openrlhf.trainer.ray.ppo_actor as ppo_actor
+
+        return ppo_actor.ActorPPOTrainer.__name__
+
+
+def test_hook_is_lazy_in_an_actor_that_never_imports_the_trainer(local_ray):
+    # before: the hook imported OpenRLHF's trainer (and DeepSpeed) in every worker, before Ray's thread setup
+    actor = Bystander.remote()
+    got = ray.get(actor.state.remote(), timeout=120)
+    assert got["modules"] == []
+    assert got["omp"] == "1"  # Ray's setting for a fractional-CPU actor
+    # not asserted: torch's thread count. Importing the hook imports rac_losses, which imports torch before
+    # Ray sets OMP_NUM_THREADS (torch then keeps all cores); that needs a torch-free rac_losses/__init__.
+    # the same worker, once it does import the trainer, trains with RAC
+    assert ray.get(actor.import_trainer.remote(), timeout=120) == "RACActorPPOTrainer"
+
+
 def test_broken_settings_fail_the_worker_loudly(local_ray):
     bad = Probe.options(runtime_env={"env_vars": {ENV_VAR: json.dumps({"rank_coef": "x"})}}).remote()
     with pytest.raises(ray.exceptions.ActorDiedError, match="does not hold valid RAC options") as error:
