@@ -1,7 +1,10 @@
 """Reward-side forms of RAC, for verbalized confidence or frameworks where only rewards can change.
 
-- :func:`parse_verbalized_confidence` reads the last ``<confidence>x</confidence>`` of a response;
-  :func:`strip_verbalized_confidence` removes every such tag (before an answer checker reads the text).
+- :func:`parse_verbalized_confidence` reads a response's stated confidence (``style="strict"``: the last
+  ``<confidence>`` tag; ``"paper"``: as RAC's release reads it); :func:`strip_verbalized_confidence` removes
+  every such tag (before an answer checker reads the text). Both live in :mod:`rac_losses.verbalized`.
+- :func:`paper_reward`, :data:`RESPONSE_SCHEMA`, :func:`with_response_schema`: RAC's release's per-sample
+  reward and response schema (:mod:`rac_losses.paper_reward`); its bonuses are in :mod:`rac_losses.shaping`.
 - :func:`brier_reward`: ``1 - (correct - confidence)^2`` (RLCR's calibration reward).
 - :func:`verbalized_reward`: correctness plus the Brier reward of a response's stated confidence, the
   reward the verl and OpenRLHF hooks return.
@@ -16,7 +19,6 @@ differentiable (rewards) and use the same pairings as the losses.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import torch
@@ -24,58 +26,24 @@ import torch
 from rac_losses._dtypes import working_dtype
 from rac_losses.comparison import ComparisonTable, check_rows
 from rac_losses.pairwise import check_severity, corruption_table
+from rac_losses.paper_reward import RESPONSE_SCHEMA, PaperReward, paper_reward, with_response_schema
 from rac_losses.ranking import ranking_table
+from rac_losses.verbalized import parse_verbalized_confidence, strip_verbalized_confidence
 
 __all__ = [
     "MISSING_CONFIDENCE",
+    "RESPONSE_SCHEMA",
+    "PaperReward",
     "VerbalizedReward",
     "brier_reward",
     "corruption_consistency_reward",
+    "paper_reward",
     "parse_verbalized_confidence",
     "rank_consistency_reward",
     "strip_verbalized_confidence",
     "verbalized_reward",
+    "with_response_schema",
 ]
-
-_ANY_CONFIDENCE_TAG = re.compile(r"<confidence>(.*?)</confidence>", re.IGNORECASE | re.DOTALL)
-_CONFIDENCE_TAG = re.compile(r"<confidence>\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*(%?)\s*</confidence>", re.IGNORECASE)
-
-
-def parse_verbalized_confidence(text: str) -> float | None:
-    """The confidence stated in the last ``<confidence>x</confidence>`` tag of ``text``.
-
-    ``x`` is a number in ``[0, 1]`` (``0.85``) or a percentage in ``[0, 100]`` (``85%``). Returns ``None``
-    when there is no tag, or the last tag holds anything else (a word, a number out of range, ``85``
-    without ``%``): a malformed confidence is for the caller to penalise, not to guess.
-
-    Raises:
-        TypeError: ``text`` is not a str.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    tags = list(_ANY_CONFIDENCE_TAG.finditer(text))
-    if not tags:
-        return None
-    match = _CONFIDENCE_TAG.fullmatch(tags[-1].group(0))
-    if match is None:
-        return None
-    value = float(match.group(1))
-    if match.group(2):
-        value /= 100.0
-    return value if 0.0 <= value <= 1.0 else None
-
-
-def strip_verbalized_confidence(text: str) -> str:
-    """``text`` with every ``<confidence>...</confidence>`` span removed, so that an answer checker never
-    reads the stated confidence as (part of) the answer.
-
-    Raises:
-        TypeError: ``text`` is not a str.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    return _ANY_CONFIDENCE_TAG.sub("", text)
-
 
 def brier_reward(confidence: float | torch.Tensor, correct: float | bool | torch.Tensor) -> float | torch.Tensor:
     """RLCR's calibration reward ``1 - (correct - confidence)^2``, in ``[0, 1]``.
@@ -129,7 +97,7 @@ class VerbalizedReward(NamedTuple):
 
 
 def verbalized_reward(text: str, correct: float | bool) -> VerbalizedReward:
-    """Correctness plus the Brier reward of the last ``<confidence>`` tag in ``text`` (RLCR's reward).
+    """Correctness plus the Brier reward of the last ``<confidence>`` tag in ``text`` (RLCR's reward; strict reading).
 
     A response without a readable confidence (see :func:`parse_verbalized_confidence`) gets a Brier term of
     0, the worst a stated confidence can earn, so leaving the tag out never pays.
