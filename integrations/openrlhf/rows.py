@@ -75,6 +75,14 @@ def _twins(items: Sequence[Any], settings: RACSettings, processor: Any) -> tuple
         clean = item.mm_train_inputs[0] if item.mm_train_inputs else None
         if not images or not clean:
             continue  # a text-only sample (mixed datasets): no twin
+        grid = clean.get("image_grid_thw")
+        if grid is not None and len(grid) != len(images):
+            # a multi-turn agent (--train.agent_func_path) added images the prompt's list does not hold
+            logger.warning(
+                "rac: a sample carries %d images but its prompt lists %d (images returned by a multi-turn "
+                "agent?): no corrupted twin for it", len(grid), len(images),
+            )
+            continue
         key = sample_key(item.sequences, item.attention_mask)
         if not settings.corruption.selects(key):
             continue

@@ -214,3 +214,23 @@ def test_several_optimizer_steps_each_get_the_batch_loss_in_expectation(text_bat
     expected.loss.backward()
     torch.testing.assert_close(torch.stack(runs["rac"][1]).sum() / 12, expected.loss.detach(), atol=1e-4, rtol=0)
     torch.testing.assert_close(runs["rac"][0] - runs["stock"][0], 3 * grads(actor), atol=1e-6, rtol=1e-4)
+
+
+def test_samples_with_agent_returned_images_get_no_twin_and_a_warning(vl_batch, caplog):
+    # a multi-turn agent's sample carries its prompt's image plus one the agent returned; the twin would
+    # corrupt only the prompt's image and its pixel_values would not match (before: training stopped)
+    from openrlhf.trainer.ppo_utils.experience import split_experience_batch
+    from rac_losses.integrations.openrlhf.rows import TWIN_ROW_KEY, prepare_batch
+
+    settings = RACSettings.from_options({"pair_coef": 1.0, "pair_confidence": "mean_logprob", "corruption.fraction": 1.0})
+    items = split_experience_batch(copy.deepcopy(vl_batch))
+    clean = items[0].mm_train_inputs[0]
+    items[0].mm_train_inputs[0] = {
+        "pixel_values": torch.cat([clean["pixel_values"]] * 2), "image_grid_thw": torch.cat([clean["image_grid_thw"]] * 2),
+    }
+    with caplog.at_level("WARNING"):
+        batch = prepare_batch(items, actor=tiny_qwen_vl(), settings=settings, processor=vl_processor(), chunk_size=2)
+    assert "carries 2 images but its prompt lists 1" in caplog.text
+    assert items[0].info[TWIN_ROW_KEY] == -1
+    assert all(item.info[TWIN_ROW_KEY] >= 0 for item in items[1:])  # the others keep their twins
+    assert batch.metrics["twins"] == len(items) - 1
