@@ -47,6 +47,7 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
     """A subclass of OpenRLHF's ``ActorPPOTrainer`` (``base``) that trains with ``settings``.
 
     Raises (when the trainer is built or trains):
+        RuntimeError: a ``ppo_train`` over a non-empty buffer returned without ``rac/*`` metrics.
         ValueError: dynamic batching (``--train.dynamic_batch_enable``, not supported), or a confidence
             method needing entropy while ``--actor.entropy_coef`` is unset.
     """
@@ -80,9 +81,15 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             scale = gas * math.ceil(micro_batches / gas)
             self._rac_batch = dataclasses.replace(prepared, partners=prepared.partners.scaled(scale))
             try:
-                return super().ppo_train(kl_ctl)
+                status = super().ppo_train(kl_ctl)
             finally:
                 self._rac_batch = None
+            if not any(str(k).startswith("rac/") for k in status):
+                raise RuntimeError(
+                    "rac: OpenRLHF's ppo_train returned without rac/* metrics: its training steps did not go "
+                    "through the RAC trainer (an unsupported OpenRLHF release?), RAC did not train"
+                )
+            return status
 
         def training_step(self, experience: Any, kl_ctl: float, step: int, loss_batch_info: dict | None = None) -> dict:
             """OpenRLHF's ``training_step`` on ``experience``, its loss seeing the rows' partner tables."""

@@ -234,3 +234,16 @@ def test_samples_with_agent_returned_images_get_no_twin_and_a_warning(vl_batch, 
     assert items[0].info[TWIN_ROW_KEY] == -1
     assert all(item.info[TWIN_ROW_KEY] >= 0 for item in items[1:])  # the others keep their twins
     assert batch.metrics["twins"] == len(items) - 1
+
+
+def test_a_training_pass_without_rac_metrics_fails_loudly(text_batch, monkeypatch):
+    # a release whose ppo_train stops calling training_step would train without RAC, silently
+    stock = stock_cls()
+
+    class Bypassing(stock):
+        def ppo_train(self, kl_ctl):
+            return {"policy_loss": 0.0}
+
+    rac = rac_trainer_class(Bypassing, TEXT["mean_logprob"])
+    with pytest.raises(RuntimeError, match="without rac/\\* metrics"):
+        train_once(tiny_qwen2(), rac, text_batch, args_for(2, entropy=False), monkeypatch=monkeypatch)
