@@ -20,7 +20,14 @@ Binning conventions (shared by ECE, MCE and :func:`reliability_curve`, all compu
   always kept together, in the highest bin whose left edge equals them, so a bin may hold more than its
   share and some bins may be empty; the result never depends on the order of the inputs.
 
+* ``strategy="uniform_right"``: equal-width bins closed on the right, as RAC's release bins them: the
+  edges are ``numpy.linspace(0, 1, n_bins + 1)`` in float64, the first bin is ``[0, edges[1]]`` and bin ``b``
+  holds ``edges[b] < c <= edges[b + 1]``. Stated confidences sit on the edges (0.1, 0.2, ...), so the two
+  uniform conventions give different ECEs on them.
+
 Empty bins have NaN mean confidence and accuracy, and are skipped by ECE and MCE.
+
+:func:`calibration_summary` returns every metric RAC's release logs during training, in one dict.
 """
 
 from __future__ import annotations
@@ -33,7 +40,15 @@ import numpy as np
 import torch
 
 from rac_losses._dtypes import working_dtype
-from rac_losses._validation import check_choice, check_finite, check_float_tensor, check_mask, check_shape
+from rac_losses._validation import (
+    check_choice,
+    check_finite,
+    check_float_tensor,
+    check_index_tensor,
+    check_mask,
+    check_shape,
+)
+from rac_losses.comparison import group_members
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -43,6 +58,10 @@ __all__ = [
     "ReliabilityCurve",
     "auroc",
     "brier_score",
+    "calibration_summary",
+    "kendall_tau",
+    "pearson_r",
+    "rank_violation_rate",
     "expected_calibration_error",
     "maximum_calibration_error",
     "plot_reliability_diagram",
@@ -51,7 +70,7 @@ __all__ = [
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[bool]
 
-_STRATEGIES = ("uniform", "quantile")
+_STRATEGIES = ("uniform", "quantile", "uniform_right")
 
 
 class ReliabilityCurve(NamedTuple):
@@ -133,6 +152,8 @@ def _bin_edges(confidence: torch.Tensor, n_bins: int, strategy: str) -> torch.Te
     """``[n_bins + 1]`` edges in the dtype of ``confidence``, per the module docstring's conventions."""
     if strategy == "uniform":
         return torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype)
+    if strategy == "uniform_right":
+        return torch.from_numpy(np.linspace(0.0, 1.0, n_bins + 1))
     n = confidence.numel()
     inner = torch.sort(confidence).values[torch.arange(1, n_bins) * n // n_bins]
     ends = torch.tensor([0.0, 1.0], dtype=confidence.dtype)
@@ -148,8 +169,8 @@ def reliability_curve(
         confidence: ``[n]`` floats in ``[0, 1]`` (tensor, numpy array or list).
         correct: ``[n]`` bools or 0/1 numbers.
         n_bins: number of bins ``B >= 1``.
-        strategy: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass); see the module docstring for
-            the exact edge conventions.
+        strategy: ``"uniform"`` (equal width), ``"quantile"`` (equal mass) or ``"uniform_right"`` (equal
+            width, closed on the right, as RAC's release); see the module docstring for the exact conventions.
 
     Returns:
         :class:`ReliabilityCurve` with ``bin_edges [B + 1]``, ``bin_confidence [B]``, ``bin_accuracy [B]``
@@ -164,7 +185,9 @@ def reliability_curve(
     n_bins = _check_n_bins(n_bins)
     check_choice(strategy, "strategy", _STRATEGIES)
     edges = _bin_edges(inputs.confidence, n_bins, strategy)
-    index = torch.bucketize(inputs.confidence, edges[1:-1], right=True).numpy()
+    right_closed = strategy == "uniform_right"
+    values = inputs.confidence.double() if right_closed else inputs.confidence
+    index = torch.bucketize(values, edges[1:-1], right=not right_closed).numpy()
     count = np.bincount(index, minlength=n_bins).astype(np.int64)
     conf_sum = np.bincount(index, weights=inputs.confidence.double().numpy(), minlength=n_bins)
     correct_sum = np.bincount(index, weights=inputs.correct.double().numpy(), minlength=n_bins)
@@ -264,6 +287,169 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     ranks = _average_ranks(inputs.confidence.double().numpy())
     u_statistic = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u_statistic / (n_pos * n_neg))
+
+
+def _kendall(x: np.ndarray, y: np.ndarray, chunk: int = 2048) -> float:
+    """Kendall's tau-b of two float64 arrays (NaN when undefined); pairwise in row chunks, O(n^2) time."""
+    n = x.size
+    concordance, ties_x, ties_y = 0.0, 0.0, 0.0
+    for start in range(0, n, chunk):
+        dx = np.sign(x[start : start + chunk, None] - x[None, :])
+        dy = np.sign(y[start : start + chunk, None] - y[None, :])
+        concordance += float((dx * dy).sum())
+        ties_x += float((dx == 0).sum())
+        ties_y += float((dy == 0).sum())
+    pairs = n * (n - 1) / 2.0
+    # ordered pairs count each pair twice; the diagonal is n ties of each variable
+    denominator = np.sqrt((pairs - (ties_x - n) / 2.0) * (pairs - (ties_y - n) / 2.0))
+    return float(concordance / 2.0 / denominator) if denominator > 0 else float("nan")
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r of two float64 arrays (NaN when either is constant)."""
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    dx, dy = x - x.mean(), y - y.mean()
+    return float(np.clip((dx * dy).sum() / np.sqrt((dx * dx).sum() * (dy * dy).sum()), -1.0, 1.0))
+
+
+def _warn_undefined(value: float, name: str) -> float:
+    if np.isnan(value):
+        warnings.warn(
+            f"{name} is undefined when confidence or correct is constant (or n < 2); returning nan",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return value
+
+
+def kendall_tau(confidence: ArrayLike, correct: ArrayLike) -> float:
+    """Kendall's tau-b between ``[n]`` confidences and ``[n]`` 0/1 labels (ties corrected), as
+    ``scipy.stats.kendalltau``. O(n^2) time, O(n) memory per chunk of 2048 rows.
+
+    Returns:
+        A float in ``[-1, 1]``, or ``nan`` (with a ``RuntimeWarning``) when either input is constant.
+
+    Raises:
+        TypeError, ValueError: as in :func:`reliability_curve` for the two inputs.
+    """
+    inputs = _validate(confidence, correct)
+    value = _kendall(inputs.confidence.double().numpy(), inputs.correct.double().numpy())
+    return _warn_undefined(value, "kendall_tau")
+
+
+def pearson_r(confidence: ArrayLike, correct: ArrayLike) -> float:
+    """Pearson's correlation between ``[n]`` confidences and ``[n]`` 0/1 labels, as ``scipy.stats.pearsonr``.
+
+    Returns:
+        A float in ``[-1, 1]``, or ``nan`` (with a ``RuntimeWarning``) when either input is constant.
+
+    Raises:
+        TypeError, ValueError: as in :func:`reliability_curve` for the two inputs.
+    """
+    inputs = _validate(confidence, correct)
+    value = _pearson(inputs.confidence.double().numpy(), inputs.correct.double().numpy())
+    return _warn_undefined(value, "pearson_r")
+
+
+def _violations(conf: torch.Tensor, acc: torch.Tensor, group: torch.Tensor) -> tuple[int, int]:
+    """(violated, total) over the pairs of rows sharing a group: violated when confidence and accuracy
+    are ordered oppositely, ties counted in the total."""
+    members = group_members(group, torch.ones_like(group, dtype=torch.bool))
+    row = torch.arange(group.shape[0]).unsqueeze(1)
+    pairs = members > row  # each unordered pair once
+    partner = members.clamp_min(0)
+    product = (conf.unsqueeze(1) - conf[partner]) * (acc.unsqueeze(1) - acc[partner])
+    return int((pairs & (product < 0)).sum()), int(pairs.sum())
+
+
+def rank_violation_rate(confidence: ArrayLike, correct: ArrayLike, group: ArrayLike) -> float:
+    """The share of same-group pairs whose confidences order them against their correctness.
+
+    Args:
+        confidence: ``[n]`` floats in ``[0, 1]``; correct: ``[n]`` 0/1; group: ``[n]`` integer prompt ids.
+
+    Returns:
+        A float in ``[0, 1]``; pairs tied in confidence or correctness count in the denominator only (as
+        RAC's release logs it). ``nan`` (with a ``RuntimeWarning``) when no group has two rows.
+
+    Raises:
+        TypeError, ValueError: as in :func:`reliability_curve`, and ``group`` not integer or of another length.
+    """
+    inputs = _validate(confidence, correct)
+    group_t = check_index_tensor(_to_tensor(group, "group"), "group", [inputs.confidence.shape[0]])
+    violated, total = _violations(inputs.confidence.double(), inputs.correct.double(), group_t)
+    if total == 0:
+        warnings.warn("rank_violation_rate is undefined without a group of two rows; returning nan", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    return violated / total
+
+
+def calibration_summary(
+    confidence: ArrayLike,
+    correct: ArrayLike,
+    *,
+    group: ArrayLike | None = None,
+    format_ok: ArrayLike | None = None,
+) -> dict[str, float]:
+    """Every calibration metric RAC's release logs for a batch of rollouts, missing confidences excluded.
+
+    Args:
+        confidence: ``[n]`` floats, stated confidences in ``[0, 1]``; a negative number or NaN is missing.
+        correct: ``[n]`` 0/1 (the release's ``acc``, not ``reward_acc``).
+        group: ``[n]`` integer prompt ids, for the rank-violation rate (optional).
+        format_ok: ``[n]`` 0/1, for the format rate over all rows (optional).
+
+    Returns:
+        ``count`` (rows with a confidence); with at least one: ``ece`` (10 bins, ``"uniform_right"``),
+        ``brier``, ``mean_confidence``, ``confidence_std``, ``mean_accuracy``, ``accuracy_std`` (population
+        stds), ``overconfidence_rate`` (wrong and ``c > 0.5``), ``underconfidence_rate`` (correct and
+        ``c < 0.5``), ``high_conf_error_ratio`` (wrong among ``c >= 0.8``; 0 without such rows),
+        ``kendall_tau``, ``pearson_r`` (0 with fewer than 5 rows or when undefined, as the release logs
+        them), ``conf_p10``, ``conf_p50``, ``conf_p90`` (linear percentiles); ``rank_violation_rate`` when
+        ``group`` is given and some group has two rows with a confidence; ``format_rate`` when ``format_ok``
+        is given.
+
+    Raises:
+        TypeError, ValueError: inputs of the wrong kind, length or values (a confidence above 1, correct not 0/1).
+    """
+    conf = check_float_tensor(_to_tensor(confidence, "confidence"), "confidence", [None]).double()
+    n = conf.shape[0]
+    acc = check_mask(_to_tensor(correct, "correct"), "correct", [n]).double()
+    keep = torch.isfinite(conf) & (conf >= 0)
+    if bool((conf == float("inf")).any()) or bool((keep & (conf > 1)).any()):
+        raise ValueError("confidence must lie in [0, 1] (a negative number or NaN marks a missing one)")
+    out: dict[str, float] = {"count": float(keep.sum())}
+    if format_ok is not None:
+        out["format_rate"] = float(check_mask(_to_tensor(format_ok, "format_ok"), "format_ok", [n]).double().mean())
+    if not bool(keep.any()):
+        return out
+    c, a = conf[keep], acc[keep]
+    cn, an = c.numpy(), a.numpy()
+    wrong, right = an < 0.5, an > 0.5
+    high = cn >= 0.8
+    out.update(
+        ece=expected_calibration_error(c, a, n_bins=10, strategy="uniform_right"),
+        brier=float(np.mean((cn - an) ** 2)),
+        mean_confidence=float(cn.mean()),
+        confidence_std=float(cn.std()),
+        mean_accuracy=float(an.mean()),
+        accuracy_std=float(an.std()),
+        overconfidence_rate=float((wrong & (cn > 0.5)).mean()),
+        underconfidence_rate=float((right & (cn < 0.5)).mean()),
+        high_conf_error_ratio=float(wrong[high].mean()) if high.any() else 0.0,
+    )
+    for name, fn in (("kendall_tau", _kendall), ("pearson_r", _pearson)):
+        value = fn(cn, an) if cn.size >= 5 else float("nan")
+        out[name] = 0.0 if np.isnan(value) else value
+    for q in (10, 50, 90):
+        out[f"conf_p{q}"] = float(np.percentile(cn, q))
+    if group is not None:
+        group_t = check_index_tensor(_to_tensor(group, "group"), "group", [n])
+        violated, total = _violations(c, a, group_t[keep])
+        if total:
+            out["rank_violation_rate"] = violated / total
+    return out
 
 
 def _named_curves(curves: Mapping[str, ReliabilityCurve] | ReliabilityCurve) -> dict[str, ReliabilityCurve]:
