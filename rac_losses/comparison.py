@@ -181,6 +181,7 @@ def check_rows(
     check_finite(confidence, "confidence", valid)
     if values.is_floating_point():
         check_finite(values, values_name, valid)
-    # reward gaps and severity margins in at least the confidence's precision
-    values = values.to(torch.promote_types(values.dtype, working_dtype(confidence)))
+    # reward gaps and severity margins in at least the confidence's precision; never differentiated (a
+    # reward with a graph would get a gradient through reward_gap weights, and partner tables would hold it)
+    values = values.detach().to(torch.promote_types(values.dtype, working_dtype(confidence)))
     return confidence, values, key, valid

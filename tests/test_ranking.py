@@ -158,3 +158,16 @@ def test_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(
         lambda x: ranking_group_loss(x, b.reward, b.group, valid=b.valid, pair_weight="reward_gap", margin=0.1), (c,)
     )
+
+
+def test_rewards_with_a_graph_are_not_differentiated():
+    # a reward computed by a differentiable model must not get a gradient through reward_gap weights
+    from rac_losses import ranking_partners
+
+    conf = torch.tensor([0.2, 0.5, 0.9], requires_grad=True)
+    reward = torch.tensor([1.0, 0.0, 0.5], requires_grad=True)
+    loss = ranking_group_loss(conf, reward * 2, torch.zeros(3, dtype=torch.long), pair_weight="reward_gap")
+    loss.backward()
+    assert reward.grad is None and conf.grad is not None
+    partners = ranking_partners(conf.detach(), reward * 2, torch.zeros(3, dtype=torch.long), pair_weight="reward_gap")
+    assert not any(t.requires_grad for t in vars(partners).values() if isinstance(t, torch.Tensor))
