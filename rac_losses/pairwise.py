@@ -35,11 +35,18 @@ def corruption_table(
     check_number(severity_margin, "severity_margin")
     if not isinstance(detach_clean, bool):
         raise TypeError(f"detach_clean must be a bool, got {type(detach_clean).__name__}")
-    members = group_members(pair, valid)
-    present = members >= 0
-    partner = members.clamp_min(0)
     s = severity.to(working_dtype(severity))
     s = torch.where(valid, s, s.new_zeros(()))
+    # only pairs holding two severities compare anything: a pair id shared by many clean rows without
+    # twins (a sentinel) would otherwise widen the table to [N, N]
+    _, pair_index = torch.unique(pair, return_inverse=True)
+    lowest = torch.full((int(pair_index.max()) + 1 if pair.numel() else 0,), float("inf"), dtype=s.dtype, device=s.device)
+    highest = torch.full_like(lowest, -float("inf"))
+    lowest = lowest.scatter_reduce(0, pair_index[valid], s[valid], "amin")
+    highest = highest.scatter_reduce(0, pair_index[valid], s[valid], "amax")
+    members = group_members(pair, valid & (highest[pair_index] > lowest[pair_index]))
+    present = members >= 0
+    partner = members.clamp_min(0)
     gap = torch.where(present, s[partner] - s.unsqueeze(1), s.new_zeros(()))  # > 0: the row is the cleaner side
     sign = (gap > 0).to(s.dtype) - (gap < 0).to(s.dtype)
     return ComparisonTable(

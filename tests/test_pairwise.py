@@ -97,3 +97,17 @@ def test_no_twins_gives_zero_and_zero_gradient():
     loss = pairwise_corruption_loss(c, torch.zeros(5, dtype=torch.long), torch.arange(5))
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(c.grad, torch.zeros(5))
+
+
+def test_sentinel_pair_of_rows_without_twins_builds_no_wide_table():
+    # 4096 clean rows without twins share pair id -1, two rows form a real pair: the table stays 2 wide
+    from rac_losses.pairwise import corruption_table
+
+    n = 4098
+    pair = torch.full((n,), -1, dtype=torch.long)
+    pair[-2:] = 5
+    severity = torch.zeros(n)
+    severity[-1] = 3.0
+    table = corruption_table(severity, pair, torch.ones(n, dtype=torch.bool), severity_margin=0.0, detach_clean=True)
+    assert table.partner.shape == (n, 2)
+    assert int((table.sign > 0).sum()) == 1 and bool(table.sign[: n - 2].eq(0).all())
