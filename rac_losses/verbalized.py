@@ -31,9 +31,6 @@ __all__ = [
 
 CONFIDENCE_STYLES: Final = ("strict", "paper")
 
-# Literal patterns only: a search for a fixed string is linear.
-_OPEN: dict[str, re.Pattern[str]] = {}
-_CLOSE: dict[str, re.Pattern[str]] = {}
 _STRICT_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(%?)")
 _PLAIN_KEYWORD = re.compile(r"confidence|conf|certainty|probability", re.IGNORECASE)
 _RANGE_WORDS = ("to", "and")
@@ -70,11 +67,9 @@ def first_tag(text: str, name: str) -> TagSpan | None:
 
 
 def _next_tag(text: str, name: str, position: int) -> TagSpan | None:
-    if name not in _OPEN:
-        _OPEN[name] = re.compile(re.escape(f"<{name}>"), re.IGNORECASE)
-        _CLOSE[name] = re.compile(re.escape(f"</{name}>"), re.IGNORECASE)
-    opened = _OPEN[name].search(text, position)
-    closed = None if opened is None else _CLOSE[name].search(text, opened.end())
+    # literal patterns only (a search for a fixed string is linear); re caches the compiled patterns
+    opened = re.compile(re.escape(f"<{name}>"), re.IGNORECASE).search(text, position)
+    closed = None if opened is None else re.compile(re.escape(f"</{name}>"), re.IGNORECASE).search(text, opened.end())
     return None if closed is None else TagSpan(opened.start(), opened.end(), closed.start(), closed.end())
 
 
