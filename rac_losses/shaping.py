@@ -263,12 +263,13 @@ def rac_bonus(
     rank_coef, pair_coef = check_number(rank_coef, "rank_coef"), check_number(pair_coef, "pair_coef")
     c, valid, acc, group = _check_rows(confidence, correct, group)
     rank_margin = check_number(rank_margin, "rank_margin")
+    check_same_device([("confidence", confidence), ("correct", correct), ("group", group)])
     ranking, comparisons = _ranking(c, valid, acc, group, rank_margin)
     corruption, gap = torch.zeros_like(c), c[:0]
     if pair is not None:
         pair, level = _check_pairs(pair, level, c.shape[0])
         pair_margin, alpha = check_number(pair_margin, "pair_margin"), check_number(alpha, "alpha")
-        check_same_device([("confidence", confidence), ("group", group), ("pair", pair), ("level", level)])
+        check_same_device([("confidence", confidence), ("correct", correct), ("group", group), ("pair", pair), ("level", level)])
         corruption, gap = _corruption(c, valid, acc, group, pair, level, pair_margin, alpha)
     bonus = rank_coef * ranking + pair_coef * corruption
     metrics = {

@@ -91,22 +91,23 @@ def test_reader_bad_style():
         parse_verbalized_confidence("x", style="loose")
 
 
-@pytest.mark.parametrize("style", ["strict", "paper"])
 @pytest.mark.parametrize(
-    "text",
+    "text,strict,paper",
     [
-        "<confidence>" + "9" * 32_000 + "x</confidence>",
-        "<confidence>" * 8_000,
-        "<confidence>" * 4_000 + "</confidence>",
-        "confidence" + " " * 50_000 + ":" + " " * 50_000,
-        "<confidence>" + "1 to " * 10_000 + "</confidence>",
-        "<confidence>" + " " * 50_000 + "x" + " " * 50_000 + "</confidence>",
+        ("<confidence>" + "9" * 32_000 + "x</confidence>", None, None),
+        ("<confidence>" * 8_000, None, None),
+        ("<confidence>" * 4_000 + "</confidence>", None, None),
+        ("confidence" + " " * 50_000 + ":" + " " * 50_000, None, None),
+        ("confidence" + " " * 50_000 + ":" + " " * 50_000 + "40%", None, 0.4),
+        ("<confidence>" + "1 to " * 10_000 + "</confidence>", None, 1.0),  # the first range, "1 to 1"
+        ("<confidence>" + " " * 50_000 + "0.3" + " " * 50_000 + "</confidence>", 0.3, 0.3),
     ],
 )
-def test_adversarial_text_reads_without_error(text, style):
-    # the old patterns backtracked for tens of seconds here; the readers are linear (timings: benchmarks_perf)
-    got = parse_verbalized_confidence(text, style=style)
-    assert got is None or 0.0 <= got <= 1.0
+def test_adversarial_text(text, strict, paper):
+    # the old patterns backtracked for seconds to minutes here; the readers are linear (timings: benchmarks_perf)
+    assert parse_verbalized_confidence(text, style="strict") == strict
+    assert parse_verbalized_confidence(text, style="paper") == paper
+    assert oracle(text[:300]) == parse_verbalized_confidence(text[:300], style="paper")  # a prefix the oracle can afford
 
 
 # --- paper_reward ---
