@@ -178,6 +178,13 @@ def check_rows(
     key = check_index_tensor(key, key_name, [n])
     valid = torch.ones(n, dtype=torch.bool, device=confidence.device) if valid is None else check_mask(valid, "valid", [n])
     check_same_device([("confidence", confidence), (values_name, values), (key_name, key), ("valid", valid)])
+    unscored = torch.isnan(confidence) & valid
+    if bool(unscored.any()):
+        first = int(unscored.nonzero()[0])
+        raise ValueError(
+            f"confidence must be finite on valid rows, got NaN at row {first} (a row without response tokens, "
+            "an empty mask, has no confidence: mark such rows invalid with valid=mask.any(-1))"
+        )
     check_finite(confidence, "confidence", valid)
     if values.is_floating_point():
         check_finite(values, values_name, valid)

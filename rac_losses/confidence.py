@@ -15,9 +15,12 @@ CONFIDENCE_METHODS: Final = ("mean_logprob", "prob", "neg_entropy", "topk")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``sum(mask * values) / max(sum(mask), 1)`` over the last dim, ignoring whatever masked slots hold."""
+    """``sum(mask * values) / sum(mask)`` over the last dim, ignoring whatever masked slots hold; NaN (with
+    a zero gradient) where the mask is empty."""
     total = torch.where(mask, values, values.new_zeros(())).sum(-1)
-    return total / mask.sum(-1).clamp_min(1).to(values.dtype)
+    count = mask.sum(-1)
+    mean = total / count.clamp_min(1).to(values.dtype)
+    return torch.where(count > 0, mean, mean.new_full((), float("nan")))
 
 
 def sequence_confidence(
@@ -32,15 +35,17 @@ def sequence_confidence(
 
     Methods (``m`` = number of response tokens, masked mean over them):
 
-    - ``"mean_logprob"``: ``sum(mask * logp) / max(m, 1)``, in ``(-inf, 0]``. Length-normalised.
+    - ``"mean_logprob"``: ``sum(mask * logp) / m``, in ``(-inf, 0]``. Length-normalised.
     - ``"prob"``: ``exp(mean_logprob)``, the geometric-mean token probability, in ``(0, 1]``.
     - ``"neg_entropy"``: minus the mean token entropy (needs ``token_entropy``), in ``(-log V, 0]``.
     - ``"topk"``: DeepConf's token confidence ``-(1/k) sum_j topk_logprobs[..., j]``, mean over tokens
       (needs ``topk_logprobs``). Note it rises both when the distribution sharpens and, for small ``k``,
       when it flattens over a large vocabulary; DeepConf uses ``k`` around 20.
 
-    A row with an empty mask gets the value for zero tokens (0 for log-prob and entropy forms, 1 for
-    ``"prob"``); callers should mark such rows invalid in the losses (:func:`rac_losses.rac_loss` does).
+    A row with an empty mask has no confidence: it gets NaN (as ``torch.mean`` of nothing), with a zero
+    gradient. It can therefore never be compared by accident: the comparison losses raise on a NaN
+    confidence unless the row is marked invalid (``valid=mask.any(-1)``); :func:`rac_losses.rac_loss` leaves
+    such rows out itself.
 
     Args:
         token_logprobs: ``[N, T]`` float, log-probability of each sampled token (any float dtype).
@@ -51,7 +56,8 @@ def sequence_confidence(
         topk_logprobs: ``[N, T, k]`` float, the k largest log-probs per token, required by ``"topk"``.
 
     Returns:
-        ``[N]`` float32 (float64 for float64 input), differentiable in the float inputs.
+        ``[N]`` float32 (float64 for float64 input), differentiable in the float inputs; NaN exactly on the
+        rows whose mask is empty.
 
     Raises:
         TypeError: non-tensor or non-float inputs, a mask that is neither bool nor 0/1 numbers.

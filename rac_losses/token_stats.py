@@ -39,6 +39,9 @@ __all__ = ["TokenStats", "token_stats_from_logits", "default_chunk_size"]
 # as fast when idle but up to 10x slower when another process competed for a core (many small parallel
 # regions), and larger chunks only add memory.
 _CHUNK_ELEMENTS = 2**21
+# Shifted logits (x - max <= 0) below this have exp(x) == 0 exactly in float32 and float64 (they underflow
+# below about -104 and -745), so flooring them changes no probability while keeping 0 * x finite.
+_FLOOR = -1.0e4
 
 
 class TokenStats(NamedTuple):
@@ -100,10 +103,12 @@ class _Rows:
 
 def _forward(
     logits: Tensor, tokens: Tensor, k: int, chunk: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Chunked forward. ``tokens`` is int64 ``[N*T]``. Returns flat ``[R]``/``[R, k]`` tensors:
-    (token log-probs, entropy, top-k values, top-k indices, row max ``m``, ``log Z``) where
-    ``logsumexp = m + log Z``; the two halves are kept apart so backward recomputes ``x - m`` exactly.)"""
+    (token log-probs, entropy, top-k values, top-k indices, row max ``m``, ``log Z``, floored) where
+    ``logsumexp = m + log Z`` (the two halves are kept apart so backward recomputes ``x - m`` exactly) and
+    ``floored`` marks the rows of chunks that hold ``-inf`` logits (masked vocabulary), whose shifted
+    logits were floored at ``_FLOOR`` so that ``0 * log 0`` counts as 0."""
     n, t, v = logits.shape
     rows = n * t
     cd = working_dtype(logits)
@@ -114,8 +119,9 @@ def _forward(
     log_zs = torch.empty(rows, dtype=cd, device=dev)
     top_v = torch.empty(rows, k, dtype=cd, device=dev)
     top_i = torch.empty(rows, k, dtype=torch.long, device=dev)
+    floored = torch.zeros(rows, dtype=torch.bool, device=dev)
     if rows == 0:
-        return tok_lp, ent, top_v, top_i, row_max, log_zs
+        return tok_lp, ent, top_v, top_i, row_max, log_zs, floored
     c_max = min(chunk, rows)
     xbuf = torch.empty(c_max, v, dtype=cd, device=dev)
     ebuf = torch.empty(c_max, v, dtype=cd, device=dev)
@@ -139,8 +145,15 @@ def _forward(
             top_i[s:e] = idx
         # H = log Z - sum(e * (x - m)) / Z: both terms are >= 0, so no cancellation. (An elementwise
         # product then a sum, not a batched matmul: faster on CPU, and 0 * -inf = NaN is guaranteed.)
-        ent[s:e] = log_z - x.mul_(ex).sum(dim=1) / z
-    return tok_lp, ent, top_v, top_i, row_max, log_zs
+        h = log_z - x.mul_(ex).sum(dim=1) / z
+        if bool((torch.isnan(h) & torch.isfinite(m.view(-1))).any()):
+            # -inf logits (masked vocabulary) made 0 * -inf: floor the shifted logits where exp is already
+            # exactly 0, and recompute (exact; only chunks that need it pay)
+            reader.load(x, s, e, shift=m.view(-1))
+            h = log_z - x.clamp_min_(_FLOOR).mul_(ex).sum(dim=1) / z
+            floored[s:e] = True
+        ent[s:e] = h
+    return tok_lp, ent, top_v, top_i, row_max, log_zs, floored
 
 
 def _backward(
@@ -150,6 +163,8 @@ def _backward(
     log_z: Tensor,
     ent: Tensor,
     top_i: Tensor,
+    floored: Tensor,
+    ignored: Tensor,
     g_tok: Tensor | None,
     g_ent: Tensor | None,
     g_top: Tensor | None,
@@ -164,6 +179,7 @@ def _backward(
              = onehot terms + e * (a * y + b),   a = -g_H / Z,   b = (g_H * (log Z - H) - c) / Z
 
     so each chunk costs: load, shift, exp, a multiply and an add (row constants), one multiply, the scatters.
+    Chunks the forward floored (``-inf`` logits) are floored again; ``ignored`` rows get a zero gradient.
     """
     n, t, v = logits.shape
     rows = n * t
@@ -194,6 +210,8 @@ def _backward(
         y = xbuf[: e - s]
         p = grad_flat[s:e] if pbuf is None else pbuf[: e - s]
         reader.load(y, s, e, shift=row_max[s:e])  # y = x - m
+        if bool(floored[s:e].any()):
+            y.clamp_min_(_FLOOR)
         torch.exp(y, out=p)  # e = exp(y) = p * Z
         if g_ent is not None:
             y.mul_(a_all[s:e].unsqueeze(1)).add_(b_all[s:e].unsqueeze(1))  # faster than addcmul on CPU
@@ -206,16 +224,26 @@ def _backward(
             p.scatter_add_(1, top_i[s:e], g_top[s:e])
         if pbuf is not None:
             grad_flat[s:e].copy_(p)
+    if bool(ignored.any()):
+        grad_flat[ignored] = 0  # constant outputs; their logits may hold anything
     return grad
+
+
+def _zero_ignored(ignored: Tensor, *outputs: Tensor) -> None:
+    """Set the ``ignored`` rows of every flat output to 0, in place."""
+    if bool(ignored.any()):
+        for out in outputs:
+            out[ignored] = 0
 
 
 class _TokenStatsFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, tokens: Tensor, k: int, chunk: int):  # type: ignore[override]
-        tok_lp, ent, top_v, top_i, row_max, log_z = _forward(logits, tokens, k, chunk)
+    def forward(ctx, logits: Tensor, tokens: Tensor, ignored: Tensor, k: int, chunk: int):  # type: ignore[override]
+        tok_lp, ent, top_v, top_i, row_max, log_z, floored = _forward(logits, tokens, k, chunk)
+        _zero_ignored(ignored, tok_lp, ent, top_v)
         ctx.mark_non_differentiable(row_max)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(logits, tokens, row_max, log_z, ent, top_i)
+        ctx.save_for_backward(logits, tokens, row_max, log_z, ent, top_i, floored, ignored)
         ctx.chunk = chunk
         return tok_lp, ent, top_v, row_max
 
@@ -223,10 +251,12 @@ class _TokenStatsFn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_tok, g_ent, g_top, _g_max):  # type: ignore[override]
         if not ctx.needs_input_grad[0] or (g_tok is None and g_ent is None and g_top is None):
-            return None, None, None, None
-        logits, tokens, row_max, log_z, ent, top_i = ctx.saved_tensors
-        grad = _backward(logits, tokens, row_max, log_z, ent, top_i, g_tok, g_ent, g_top, ctx.chunk)
-        return grad, None, None, None
+            return None, None, None, None, None
+        logits, tokens, row_max, log_z, ent, top_i, floored, ignored = ctx.saved_tensors
+        grad = _backward(
+            logits, tokens, row_max, log_z, ent, top_i, floored, ignored, g_tok, g_ent, g_top, ctx.chunk
+        )
+        return grad, None, None, None, None
 
 
 def _check_int(value: object, name: str) -> int:
@@ -236,7 +266,7 @@ def _check_int(value: object, name: str) -> int:
 
 
 def token_stats_from_logits(
-    logits: Tensor, tokens: Tensor, *, topk: int = 0, chunk_size: int | None = None
+    logits: Tensor, tokens: Tensor, *, topk: int = 0, chunk_size: int | None = None, ignore_index: int = -100
 ) -> TokenStats:
     """Token log-probabilities, entropies and top-k log-probabilities from logits, in chunks.
 
@@ -246,14 +276,25 @@ def token_stats_from_logits(
     (two float32 ``[chunk_size, V]`` buffers) in forward and backward, plus the gradient itself in
     backward. Only ``logits`` (by reference), ``tokens`` and per-row results are saved for backward.
 
+    Vocabulary masking and ignored positions, as trainers use them:
+
+    - ``-inf`` logits (a masked vocabulary) have probability 0 and add ``0 * log 0 = 0`` to the entropy;
+      the sampled token itself must have a finite logit.
+    - Positions whose token is ``ignore_index`` (``-100``, as in :func:`torch.nn.functional.cross_entropy`)
+      are ignored: their log-prob, entropy and top-k are 0, their logits may hold anything (even NaN or
+      all ``-inf``) and get a zero gradient. Leave them out of the response mask.
+
     Args:
-        logits: ``[N, T, V]`` floating-point tensor (float32, float16, bfloat16 or float64), finite.
-            It need not be contiguous (e.g. ``logits[:, :-1]`` is read without a copy).
-        tokens: ``[N, T]`` integer tensor of token ids in ``[0, V)``, on the same device as ``logits``.
+        logits: ``[N, T, V]`` floating-point tensor (float32, float16, bfloat16 or float64), without NaN or
+            ``+inf``, and with a finite maximum at every position that is not ignored. It need not be
+            contiguous (e.g. ``logits[:, :-1]`` is read without a copy).
+        tokens: ``[N, T]`` integer tensor of token ids in ``[0, V)`` or ``ignore_index``, on the same
+            device as ``logits``.
         topk: number ``k`` of largest log-probabilities to return per position, ``0 <= k <= V``
             (``0``: ``topk_logprobs`` is ``None``).
         chunk_size: rows of the flattened ``[N*T, V]`` logits processed at a time (``>= 1``); default
             :func:`default_chunk_size` ``(V)``, about ``2**21 / V`` rows.
+        ignore_index: the token id that marks an ignored position (must lie outside ``[0, V)``).
 
     Returns:
         :class:`TokenStats` with ``logprobs [N, T]``, ``entropy [N, T]`` and ``topk_logprobs [N, T, k]``
@@ -265,8 +306,10 @@ def token_stats_from_logits(
         TypeError: ``logits`` not a floating-point tensor; ``tokens`` not an integer tensor; ``topk`` or
             ``chunk_size`` not an int.
         ValueError: ``logits`` not 3-D or with ``V == 0``; ``tokens`` shape not ``logits.shape[:2]``;
-            token ids outside ``[0, V)``; ``topk`` outside ``[0, V]``; ``chunk_size < 1``; inputs on
-            different devices; non-finite values (NaN, +inf or -inf) in ``logits``.
+            token ids outside ``[0, V)`` other than ``ignore_index``; ``ignore_index`` inside ``[0, V)``;
+            ``topk`` outside ``[0, V]``; ``chunk_size < 1``; inputs on different devices; at a position
+            that is not ignored: NaN or ``+inf`` logits, every logit ``-inf``, or a sampled token whose
+            logit is ``-inf`` (probability 0).
     """
     logits = check_float_tensor(logits, "logits", (None, None, None))
     n, t, v = logits.shape
@@ -283,25 +326,41 @@ def token_stats_from_logits(
         chunk = _check_int(chunk_size, "chunk_size")
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    ignore_index = _check_int(ignore_index, "ignore_index")
+    if 0 <= ignore_index < v:
+        raise ValueError(f"ignore_index must lie outside the vocabulary [0, V) = [0, {v}), got {ignore_index}")
     tok = tokens.reshape(n * t).long()
-    if tok.numel() and bool(((tok < 0) | (tok >= v)).any()):
-        bad = ((tok < 0) | (tok >= v)).nonzero()[0].item()
+    ignored = tok == ignore_index
+    outside = ((tok < 0) | (tok >= v)) & ~ignored
+    if bool(outside.any()):
+        bad = int(outside.nonzero()[0])
         raise ValueError(
-            f"tokens must hold ids in [0, V) = [0, {v}), got {int(tok[bad])} at index {divmod(int(bad), t)}"
+            f"tokens must hold ids in [0, V) = [0, {v}) or ignore_index={ignore_index}, got {int(tok[bad])} "
+            f"at index {divmod(bad, t)}"
         )
+    tok = torch.where(ignored, tok.new_zeros(()), tok)
 
     if torch.is_grad_enabled() and logits.requires_grad:
-        tok_lp, ent, top_v, row_max = _TokenStatsFn.apply(logits, tok, topk, chunk)
+        tok_lp, ent, top_v, row_max = _TokenStatsFn.apply(logits, tok, ignored, topk, chunk)
     else:
-        tok_lp, ent, top_v, _, row_max, _ = _forward(logits, tok, topk, chunk)
+        tok_lp, ent, top_v, _, row_max, _, _ = _forward(logits, tok, topk, chunk)
+        _zero_ignored(ignored, tok_lp, ent, top_v)
 
-    finite = torch.isfinite(row_max) & torch.isfinite(ent)
-    if tok_lp.numel() and not bool(finite.all()):
-        bad_rows = (~finite).nonzero().view(-1)
-        first = divmod(int(bad_rows[0]), t)
+    # NaN or +inf logits make the row max or the entropy non-finite, as does a row of -inf only
+    broken = ~(torch.isfinite(row_max) & torch.isfinite(ent)) & ~ignored
+    if bool(broken.any()):
+        first = divmod(int(broken.nonzero()[0]), t)
         raise ValueError(
-            f"logits must be finite, got non-finite values (NaN or +-inf) in {bad_rows.numel()} of "
-            f"{n * t} positions of shape {tuple(logits.shape)}, first at (n, t) = {first}"
+            f"logits must be free of NaN and +inf and have a finite maximum, got {int(broken.sum())} bad of "
+            f"{n * t} positions of shape {tuple(logits.shape)}, first at (n, t) = {first} (positions whose "
+            f"token is ignore_index={ignore_index} may hold anything)"
+        )
+    impossible = torch.isneginf(tok_lp)
+    if bool(impossible.any()):
+        first = divmod(int(impossible.nonzero()[0]), t)
+        raise ValueError(
+            f"the token at (n, t) = {first} has logit -inf (probability 0 under the logits): a sampled token "
+            "cannot be masked out of the vocabulary"
         )
     return TokenStats(
         logprobs=tok_lp.view(n, t),

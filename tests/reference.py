@@ -13,12 +13,13 @@ import torch
 
 def link(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "logistic":
-        # log(1 + exp(-x)), written to stay finite for large |x|
-        return torch.clamp(-x, min=0) + torch.log1p(torch.exp(-torch.abs(x)))
-    if name == "hinge":
-        return torch.clamp(-x, min=0)
+        # log(1 + exp(-x)) = log(exp(0) + exp(-x)), finite for large |x| and with the true gradient at
+        # x = 0 (a clamp + abs form takes a wrong subgradient there)
+        return torch.logaddexp(torch.zeros_like(x), -x)
+    if name == "hinge":  # max(0, -x), with torch's subgradient 0 at the kink x = 0 (a comparison exactly
+        return torch.relu(-x)  # at its margin gets no push), as the package documents
     if name == "squared_hinge":
-        return torch.clamp(-x, min=0) ** 2
+        return torch.relu(-x) ** 2
     raise ValueError(name)
 
 
@@ -82,7 +83,7 @@ def sequence_confidence(logp, mask, method="mean_logprob", entropy=None, topk=No
                     vals.append(-entropy[i, t].double())
                 else:
                     vals.append(-topk[i, t].double().mean())
-        mean = sum(vals) / len(vals) if vals else torch.zeros((), dtype=torch.float64)
+        mean = sum(vals) / len(vals) if vals else torch.full((), float("nan"), dtype=torch.float64)  # no tokens
         out.append(torch.exp(mean) if method == "prob" else mean)
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from rac_losses import CONFIDENCE_METHODS, sequence_confidence
+from rac_losses import CONFIDENCE_METHODS, ranking_group_loss, ranking_partners, sequence_confidence
 
 
 def _inputs(seed: int, n: int = 6, t: int = 9, k: int = 4, dtype=torch.float64):
@@ -32,10 +32,10 @@ def test_equals_loop_reference_value_and_gradient(method, seed):
     got = sequence_confidence(leaves[0], mask, method=method, token_entropy=leaves[1], topk_logprobs=leaves[2])
     ref_leaves = [x.clone().requires_grad_(True) for x in (logp, entropy, topk)]
     want = reference.sequence_confidence(ref_leaves[0], mask, method, ref_leaves[1], ref_leaves[2])
-    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got, want, equal_nan=True)
     weights = torch.randn(len(got), dtype=torch.float64)
-    grads = torch.autograd.grad((got * weights).sum(), leaves, allow_unused=True)
-    ref_grads = torch.autograd.grad((want * weights).sum(), ref_leaves, allow_unused=True)
+    grads = torch.autograd.grad((got * weights).nansum(), leaves, allow_unused=True)
+    ref_grads = torch.autograd.grad((want * weights).nansum(), ref_leaves, allow_unused=True)
     for a, b, leaf in zip(grads, ref_grads, leaves):
         torch.testing.assert_close(a if a is not None else torch.zeros_like(leaf), b if b is not None else torch.zeros_like(leaf))
 
@@ -47,18 +47,35 @@ def test_float32_output_for_lower_precision_input(method, dtype):
     out = sequence_confidence(logp, mask, method=method, token_entropy=entropy, topk_logprobs=topk)
     assert out.dtype == torch.float32
     want = reference.sequence_confidence(logp, mask, method, entropy, topk)
-    torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
 @given(st.integers(1, 6), st.integers(1, 8), st.data())
-def test_masked_slots_never_leak_and_empty_rows_are_finite(n, t, data):
+def test_masked_slots_never_leak_and_empty_rows_have_no_confidence(n, t, data):
     logp, mask, entropy, _ = _inputs(data.draw(st.integers(0, 1000)), n=n, t=t)
     garbage = torch.where(mask, logp, torch.full_like(logp, float("-inf"))).requires_grad_(True)
     out = sequence_confidence(garbage, mask)
-    out.sum().backward()
-    assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(garbage.grad).all())
+    out.nansum().backward()
+    empty = ~mask.any(1)
+    assert bool(torch.isfinite(out[~empty]).all()) and bool(torch.isfinite(garbage.grad).all())
     assert bool((garbage.grad[~mask] == 0).all())
-    assert bool((out[~mask.any(1)] == 0).all())
+    assert bool(torch.isnan(out[empty]).all())
+
+
+@pytest.mark.parametrize("method", CONFIDENCE_METHODS)
+def test_an_empty_row_can_never_be_ranked_by_accident(method):
+    # before: an empty row scored 0 (1 for "prob"), the highest confidence there is, and ranked first
+    logp, mask, entropy, topk = _inputs(0, n=3, t=4)
+    mask[1] = False
+    conf = sequence_confidence(logp, mask, method=method, token_entropy=entropy, topk_logprobs=topk)
+    assert bool(torch.isnan(conf[1]))
+    reward, group = torch.tensor([0.0, 1.0, 0.5]), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"got NaN at row 1.*valid=mask.any\(-1\)"):
+        ranking_group_loss(conf, reward, group)
+    with pytest.raises(ValueError, match="got NaN at row 1"):
+        ranking_partners(conf, reward, group)
+    loss = ranking_group_loss(conf, reward, group, valid=mask.any(-1))
+    assert bool(torch.isfinite(loss))
 
 
 def test_prob_is_exp_of_mean_logprob_and_in_unit_interval():

@@ -300,6 +300,7 @@ def _ok():
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.bool), {}, TypeError, ["tokens", "integer"]),
         (torch.randn(2, 3, 5), torch.full((2, 3), 5), {}, ValueError, ["tokens", "[0, 5)", "got 5"]),
         (torch.randn(2, 3, 5), torch.full((2, 3), -1), {}, ValueError, ["tokens", "[0, 5)", "got -1"]),
+        (torch.randn(2, 3, 5), torch.full((2, 3), -101), {}, ValueError, ["tokens", "[0, 5)", "got -101"]),
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), {"topk": -1}, ValueError, ["topk", "[0, 5]", "-1"]),
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), {"topk": 6}, ValueError, ["topk", "[0, 5]", "6"]),
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), {"topk": 1.0}, TypeError, ["topk", "int"]),
@@ -322,12 +323,133 @@ def test_bad_input_raises(logits, tokens, kwargs, exc, words):
         assert w in str(info.value), (w, str(info.value))
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_non_finite_logits_raise(bad, dtype, requires_grad):
+def test_nan_and_positive_inf_logits_raise(bad, dtype, requires_grad):
     logits, tokens = _ok()
     logits[1, 2, 3] = bad
     logits = logits.to(dtype).requires_grad_(requires_grad)
-    with pytest.raises(ValueError, match=r"logits must be finite.*\(n, t\) = \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"logits must be free of NaN and \+inf.*\(n, t\) = \(1, 2\)"):
         token_stats_from_logits(logits, tokens, topk=2, chunk_size=2)
+
+
+# --- masked vocabularies (-inf logits) and ignored positions (ignore_index) -----------------------------
+
+
+def masked_reference(logits: torch.Tensor, tokens: torch.Tensor, k: int):
+    """Slow and obvious: per position, the softmax over the finite logits only; the outputs and the
+    gradient of ``sum(w * outputs)`` by autograd of that sub-problem (masked logits get none)."""
+    n, t, v = logits.shape
+    tok = torch.zeros(n, t, dtype=torch.float64)
+    ent = torch.zeros(n, t, dtype=torch.float64)
+    top = torch.zeros(n, t, k, dtype=torch.float64)
+    for i in range(n):
+        for j in range(t):
+            keep = torch.isfinite(logits[i, j]).nonzero().view(-1)
+            lp = torch.log_softmax(logits[i, j, keep].double(), -1)
+            tok[i, j] = lp[(keep == tokens[i, j]).nonzero().view(-1)[0]]
+            ent[i, j] = -(lp.exp() * lp).sum()
+            top[i, j] = lp.topk(k).values if k else top[i, j]
+    return tok, ent, top
+
+
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(2, 9), st.integers(0, 2), st.integers(1, 5), st.data())
+def test_minus_inf_logits_are_a_masked_vocabulary(n, t, v, k, chunk, data):
+    seed = data.draw(st.integers(0, 10_000))
+    logits = make_logits(n, t, v, torch.float64, seed)
+    tokens = make_tokens(n, t, v, seed)
+    masked = torch.rand(n, t, v, generator=torch.Generator().manual_seed(seed + 2)) < 0.5
+    masked.scatter_(2, tokens.unsqueeze(-1), False)  # the sampled token stays possible
+    k = min(k, int((~masked).sum(-1).min()))  # top-k within the allowed vocabulary
+    logits = logits.masked_fill(masked, float("-inf"))
+    want_tok, want_ent, want_top = masked_reference(logits, tokens, k)
+    x = logits.clone().requires_grad_(True)
+    out = token_stats_from_logits(x, tokens, topk=k, chunk_size=chunk)
+    torch.testing.assert_close(out.logprobs, want_tok, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out.entropy, want_ent, rtol=1e-10, atol=1e-10)
+    if k:
+        torch.testing.assert_close(out.topk_logprobs, want_top, rtol=1e-10, atol=1e-10)
+    # gradient against autograd of the same loss through log_softmax with -inf replaced by a finite floor
+    # far below the rest (exp underflows to exactly 0 there, so values and gradients are the same problem)
+    y = logits.masked_fill(masked, -1e4).requires_grad_(True)
+    w = [torch.randn(n, t, dtype=torch.float64), torch.randn(n, t, dtype=torch.float64), torch.randn(n, t, k, dtype=torch.float64)]
+    lp = torch.log_softmax(y, -1)
+    ref = (w[0] * lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)).sum() + (w[1] * -(lp.exp() * lp).sum(-1)).sum()
+    ours = (w[0] * out.logprobs).sum() + (w[1] * out.entropy).sum()
+    if k:
+        ref = ref + (w[2] * lp.topk(k, -1).values).sum()
+        ours = ours + (w[2] * out.topk_logprobs).sum()
+    (g_ref,) = torch.autograd.grad(ref, y)
+    (g_ours,) = torch.autograd.grad(ours, x)
+    assert bool(torch.isfinite(g_ours).all())
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-12)
+    assert bool((g_ours[masked] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_minus_inf_logits_in_low_precision_give_finite_values_and_gradients(dtype):
+    logits = make_logits(2, 3, 16, dtype, 0)
+    tokens = make_tokens(2, 3, 16, 0)
+    masked = torch.arange(16).expand(2, 3, 16) >= 8
+    masked = masked & (torch.arange(16) != tokens.unsqueeze(-1))
+    x = logits.masked_fill(masked, float("-inf")).requires_grad_(True)
+    out = token_stats_from_logits(x, tokens, topk=3, chunk_size=4)
+    (out.logprobs.sum() + out.entropy.sum() + out.topk_logprobs.sum()).backward()
+    assert bool(torch.isfinite(out.entropy).all()) and bool(torch.isfinite(x.grad).all())
+    want = masked_reference(logits.float().masked_fill(masked, float("-inf")), tokens, 3)
+    torch.testing.assert_close(out.entropy.double(), want[1], rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_ignored_positions_are_zero_and_take_no_gradient(requires_grad):
+    logits = make_logits(3, 5, 7, torch.float64, 3)
+    tokens = make_tokens(3, 5, 7, 3)
+    ignored = torch.tensor([[1, 0, 0, 0, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    labels = tokens.masked_fill(ignored, -100)
+    garbage = logits.clone()
+    garbage[0, 0] = float("nan")
+    garbage[0, 4] = float("-inf")  # a padding position: every logit masked
+    garbage[2, 1, 2] = float("inf")
+    x = garbage.clone().requires_grad_(requires_grad)
+    out = token_stats_from_logits(x, labels, topk=2, chunk_size=3)
+    for got in out:
+        assert bool((got[ignored] == 0).all())
+    full = token_stats_from_logits(logits, tokens, topk=2, chunk_size=3)
+    for got, want in zip(out, full):
+        torch.testing.assert_close(got[~ignored], want[~ignored], rtol=0, atol=0)
+    if requires_grad:
+        (out.logprobs.sum() + out.entropy.sum() + out.topk_logprobs.sum()).backward()
+        assert bool((x.grad[ignored] == 0).all()) and bool(torch.isfinite(x.grad).all())
+        y = logits.clone().requires_grad_(True)
+        keep = (~ignored).double()
+        ref = token_stats_from_logits(y, tokens, topk=2, chunk_size=3)
+        (ref.logprobs * keep).sum().add((ref.entropy * keep).sum()).add((ref.topk_logprobs * keep.unsqueeze(-1)).sum()).backward()
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, words",
+    [
+        (lambda lg, tk: lg.__setitem__((0, 1), float("-inf")), {}, ["finite maximum", "(0, 1)"]),
+        (lambda lg, tk: lg.__setitem__((1, 2, int(tk[1, 2])), float("-inf")), {}, ["(1, 2)", "logit -inf", "probability 0"]),
+        (lambda lg, tk: tk.__setitem__((0, 0), -1), {}, ["tokens", "ignore_index=-100", "got -1"]),
+        (lambda lg, tk: None, {"ignore_index": 3}, ["ignore_index", "outside", "[0, 5)", "got 3"]),
+        (lambda lg, tk: None, {"ignore_index": 1.5}, ["ignore_index", "int"]),
+    ],
+)
+def test_masking_errors(change, kwargs, words):
+    logits, tokens = torch.randn(2, 3, 5), torch.tensor([[0, 1, 2], [3, 4, 0]])
+    change(logits, tokens)
+    with pytest.raises((ValueError, TypeError)) as info:
+        token_stats_from_logits(logits, tokens, **kwargs)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_a_custom_ignore_index():
+    logits, tokens = torch.randn(1, 3, 5), torch.tensor([[0, -1, 2]])
+    out = token_stats_from_logits(logits, tokens, ignore_index=-1)
+    assert float(out.logprobs[0, 1]) == 0.0 and float(out.entropy[0, 1]) == 0.0
+    with pytest.raises(ValueError, match="ignore_index=-1, got -100"):
+        token_stats_from_logits(logits, torch.tensor([[0, -100, 2]]), ignore_index=-1)
