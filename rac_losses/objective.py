@@ -96,7 +96,9 @@ class RACOutput(NamedTuple):
             (fraction already clearing the margin, 0 without comparisons), ``conf_mean`` (mean ranking
             confidence of valid clean rows); with twins also ``pair_loss``, ``pair_pairs``,
             ``pair_satisfied``, and, in ``config.pair_confidence``, ``conf_clean`` and ``conf_corrupted``
-            (means over valid clean rows and valid twins) and ``conf_gap`` (their difference).
+            (means over the clean rows and the twins that take part in a clean/corrupted comparison; a
+            trainer may therefore pass any finite ``token_entropy`` on rows without twins) and
+            ``conf_gap`` (their difference).
     """
 
     loss: torch.Tensor
@@ -252,8 +254,9 @@ def rac_loss(
             margin=config.pair_margin, reduction="mean",
         )
         pair_pairs, pair_ok = int(pair_count), int(pair_ok_count)
-        conf_clean = _mean_or_zero(batch.pair_confidence, batch.rows & batch.clean)
-        conf_corrupted = _mean_or_zero(batch.pair_confidence, batch.rows & ~batch.clean)
+        paired = (batch.pair_table.sign != 0).any(1)  # rows in at least one clean/corrupted comparison
+        conf_clean = _mean_or_zero(batch.pair_confidence, paired & batch.clean)
+        conf_corrupted = _mean_or_zero(batch.pair_confidence, paired & ~batch.clean)
         metrics.update(
             pair_loss=float(pair_term.detach()),
             pair_pairs=float(pair_pairs),
@@ -274,22 +277,26 @@ class RACPartners:
         rank: the ranking loss's :class:`~rac_losses.Partners`.
         pair: the pairwise loss's :class:`~rac_losses.Partners`, or ``None`` without twins.
 
+        config: the :class:`RACConfig` the tables were built with; :func:`rac_partner_loss` uses it and
+            refuses another one.
+
     Index with a ``LongTensor``, bool mask or slice for one micro-batch's rows; ``.to(device)`` moves both.
     Frameworks that carry per-row batch keys across processes use :meth:`to_fields` / :meth:`from_fields`.
     """
 
     rank: Partners
     pair: Partners | None
+    config: RACConfig
 
     def __len__(self) -> int:
         return len(self.rank)
 
     def __getitem__(self, rows: torch.Tensor | slice) -> RACPartners:
-        return RACPartners(self.rank[rows], None if self.pair is None else self.pair[rows])
+        return RACPartners(self.rank[rows], None if self.pair is None else self.pair[rows], self.config)
 
     def to(self, device: torch.device | str) -> RACPartners:
         """A copy with every table on ``device``."""
-        return RACPartners(self.rank.to(device), None if self.pair is None else self.pair.to(device))
+        return RACPartners(self.rank.to(device), None if self.pair is None else self.pair.to(device), self.config)
 
     def scaled(self, factor: float) -> RACPartners:
         """The same tables with every loss ``factor`` times larger (the normalisers divided by ``factor``).
@@ -307,10 +314,11 @@ class RACPartners:
         def scale(table: Partners | None) -> Partners | None:
             return None if table is None else replace(table, normaliser=table.normaliser / factor)
 
-        return RACPartners(scale(self.rank), scale(self.pair))  # type: ignore[arg-type]
+        return RACPartners(scale(self.rank), scale(self.pair), self.config)  # type: ignore[arg-type]
 
     def to_fields(self, prefix: str = "rac_") -> dict[str, torch.Tensor]:
-        """Every table as a per-row tensor with leading dimension ``N``, keyed ``{prefix}{rank|pair}_{name}``.
+        """Every table as a per-row tensor with leading dimension ``N``, keyed ``{prefix}{rank|pair}_{name}``,
+        and the config as ``{prefix}config``, an ``[N, K]`` float64 copy per row.
 
         The shared normaliser becomes an ``[N]`` copy per row, so any selection of rows (a framework's
         shuffled micro-batch) still carries it. :meth:`from_fields` inverts this.
@@ -319,9 +327,11 @@ class RACPartners:
         for loss, table in (("rank", self.rank), ("pair", self.pair)):
             if table is None:
                 continue
-            for f in fields(table):
-                value = getattr(table, f.name)
-                out[f"{prefix}{loss}_{f.name}"] = value.expand(len(table)) if f.name == "normaliser" else value
+            for name in Partners.TABLES:
+                value = getattr(table, name)
+                out[f"{prefix}{loss}_{name}"] = value.expand(len(table)) if name == "normaliser" else value
+        code = torch.tensor(_encode_config(self.config), dtype=torch.float64, device=self.rank.confidence.device)
+        out[f"{prefix}config"] = code.expand(len(self), -1)
         return out
 
     @classmethod
@@ -329,27 +339,90 @@ class RACPartners:
         """The tables of some rows from their per-row fields (any ``n >= 1`` rows of :meth:`to_fields`).
 
         Raises:
-            KeyError: a ranking-table field is missing (the message names it).
-            ValueError: no rows, or rows whose normalisers differ (fields of different batches mixed).
+            KeyError: a ranking-table or the config field is missing (the message names it).
+            ValueError: no rows, or rows whose normalisers or configs differ (fields of different batches
+                mixed), or a config field of another shape (written by another rac-losses version).
         """
-        tables = {}
-        for loss in ("rank", "pair"):
-            names = [f"{prefix}{loss}_{f.name}" for f in fields(Partners)]
+        key = f"{prefix}config"
+        if key not in batch:
+            raise KeyError(f"partner table field {key} missing from the batch")
+        config = _decode_config(_one_per_batch(batch[key], key, 2))
+        tables: dict[str, Partners | None] = {}
+        for loss, link, scale, margin in (
+            ("rank", config.rank_link, config.rank_scale, config.rank_margin),
+            ("pair", config.pair_link, config.pair_scale, config.pair_margin),
+        ):
+            names = [f"{prefix}{loss}_{name}" for name in Partners.TABLES]
             if loss == "pair" and names[0] not in batch:
                 tables[loss] = None
                 continue
             missing = [n for n in names if n not in batch]
             if missing:
                 raise KeyError(f"partner table field(s) {', '.join(missing)} missing from the batch")
-            values = {f.name: batch[n] for f, n in zip(fields(Partners), names)}
-            normaliser = values["normaliser"]
-            if normaliser.ndim != 1 or normaliser.shape[0] == 0:
-                raise ValueError(f"{prefix}{loss}_normaliser must be a non-empty [n] tensor, got shape {tuple(normaliser.shape)}")
-            if not bool((normaliser == normaliser[0]).all()):
-                raise ValueError(f"{prefix}{loss}_normaliser differs between rows: fields of different batches were mixed")
-            values["normaliser"] = normaliser[0]
-            tables[loss] = Partners(**values)
-        return cls(tables["rank"], tables["pair"])
+            values = {name: batch[n] for name, n in zip(Partners.TABLES, names)}
+            values["normaliser"] = _one_per_batch(values["normaliser"], f"{prefix}{loss}_normaliser", 1)
+            tables[loss] = Partners(**values, link=link, scale=scale, margin=margin)
+        return cls(tables["rank"], tables["pair"], config)  # type: ignore[arg-type]
+
+
+#: how each choice-valued knob is written as a number in :meth:`RACPartners.to_fields`
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "rank_confidence": CONFIDENCE_METHODS, "pair_confidence": CONFIDENCE_METHODS,
+    "rank_link": LINKS, "pair_link": LINKS, "rank_pair_weight": PAIR_WEIGHTS,
+}
+
+
+def _encode_config(config: RACConfig) -> list[float]:
+    """Every knob as a float: a choice by its index, a bool as 0/1."""
+    out = []
+    for name in RACConfig.field_names():
+        value = getattr(config, name)
+        out.append(float(_CHOICES[name].index(value)) if name in _CHOICES else float(value))
+    return out
+
+
+def _decode_config(code: torch.Tensor) -> RACConfig:
+    names = RACConfig.field_names()
+    if code.shape != (len(names),):
+        raise ValueError(
+            f"the config field holds {tuple(code.shape)} values per row, expected {len(names)}: the partner "
+            "fields were written by another rac-losses version"
+        )
+    values: dict[str, object] = {}
+    for name, number in zip(names, code.tolist()):
+        default = getattr(RACConfig(), name)
+        if name in _CHOICES:
+            values[name] = _CHOICES[name][int(number)]
+        else:
+            values[name] = bool(number) if isinstance(default, bool) else number
+    return RACConfig(**values)  # type: ignore[arg-type]
+
+
+def _one_per_batch(values: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
+    """The one value every row carries (row 0 of ``values``), after checking all rows agree."""
+    if values.ndim != ndim or values.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty per-row tensor with {ndim} dim(s), got shape {tuple(values.shape)}")
+    if not bool((values == values[0]).all()):
+        raise ValueError(f"{name} differs between rows: fields of different batches were mixed")
+    return values[0]
+
+
+#: knobs that do not enter the partner tables: a config may change them after the tables were built
+_LOSS_WEIGHTS = ("rank_coef", "pair_coef")
+
+
+def _check_same_tables(config: RACConfig, built: RACConfig) -> None:
+    differ = [
+        f"{name}={getattr(config, name)!r} (tables: {getattr(built, name)!r})"
+        for name in RACConfig.field_names()
+        if name not in _LOSS_WEIGHTS and getattr(config, name) != getattr(built, name)
+    ]
+    if differ:
+        raise ValueError(
+            "config differs from the RACConfig the partner tables were built with in "
+            + ", ".join(differ)
+            + "; pass the same config to rac_partners and rac_partner_loss (or leave config out here)"
+        )
 
 
 def rac_partners(
@@ -374,10 +447,17 @@ def rac_partners(
     from the same parameters.
     """
     batch = _prepare(token_logprobs, mask, reward, group, token_entropy, topk_logprobs, pair, severity, valid, config)
-    rank = Partners.from_table(batch.rank_confidence, batch.rank_table, "mean")
+    rank = Partners.from_table(
+        batch.rank_confidence, batch.rank_table, "mean",
+        link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin,
+    )
     if batch.pair_table is None or batch.pair_confidence is None:
-        return RACPartners(rank, None)
-    return RACPartners(rank, Partners.from_table(batch.pair_confidence, batch.pair_table, "mean"))
+        return RACPartners(rank, None, config)
+    pair = Partners.from_table(
+        batch.pair_confidence, batch.pair_table, "mean",
+        link=config.pair_link, scale=config.pair_scale, margin=config.pair_margin,
+    )
+    return RACPartners(rank, pair, config)
 
 
 def rac_partner_loss(
@@ -387,34 +467,39 @@ def rac_partner_loss(
     *,
     token_entropy: torch.Tensor | None = None,
     topk_logprobs: torch.Tensor | None = None,
-    config: RACConfig = RACConfig(),
+    valid: torch.Tensor | None = None,
+    config: RACConfig | None = None,
 ) -> torch.Tensor:
     """One micro-batch's share of :func:`rac_loss` (``rank_coef * L_rank + pair_coef * L_pair``).
 
     Args:
         token_logprobs: ``[n, T]`` the micro-batch rows' live log-probs; ``mask`` ``[n, T]``;
-            ``token_entropy`` / ``topk_logprobs`` as the configured confidence methods need.
+            ``token_entropy`` / ``topk_logprobs`` as the configured confidence methods need; ``valid``
+            ``[n]`` as in :func:`rac_loss` (padding rows, which take part in no comparison).
         partners: the same rows' slice of :func:`rac_partners`'s result (``partners_all[idx]``).
-        config: the config the partner tables were built with.
+        config: by default the config the tables were built with (``partners.config``). Another config
+            may only change ``rank_coef`` / ``pair_coef``, which do not enter the tables.
 
     Returns:
         0-d tensor, differentiable in the float inputs.
 
     Raises:
         TypeError / ValueError: as :func:`rac_loss`; ``partners`` not a :class:`RACPartners` or of another
-        length than the rows.
+        length than the rows; a ``config`` that differs from ``partners.config`` in any other knob (the
+        message names them); a row with comparisons but no tokens (or marked invalid).
     """
-    token_logprobs, mask = _check_rows_inputs(token_logprobs, mask, config)
     if not isinstance(partners, RACPartners):
         raise TypeError(f"partners must be a RACPartners table, got {type(partners).__name__}")
+    if config is None:
+        config = partners.config
+    token_logprobs, mask = _check_rows_inputs(token_logprobs, mask, config)
+    _check_same_tables(config, partners.config)
+    if valid is not None:
+        mask = mask & check_mask(valid, "valid", [token_logprobs.shape[0]]).unsqueeze(1)
     rank_confidence, pair_confidence = _confidences(
         token_logprobs, mask, token_entropy, topk_logprobs, config, with_pair=partners.pair is not None
     )
-    loss = config.rank_coef * partner_loss(
-        rank_confidence, partners.rank, link=config.rank_link, scale=config.rank_scale, margin=config.rank_margin
-    )
+    loss = config.rank_coef * partner_loss(rank_confidence, partners.rank)
     if partners.pair is not None and pair_confidence is not None:
-        loss = loss + config.pair_coef * partner_loss(
-            pair_confidence, partners.pair, link=config.pair_link, scale=config.pair_scale, margin=config.pair_margin
-        )
+        loss = loss + config.pair_coef * partner_loss(pair_confidence, partners.pair)
     return loss

@@ -116,6 +116,9 @@ def corruption_partners(
     pair: torch.Tensor,
     *,
     valid: torch.Tensor | None = None,
+    link: str = "logistic",
+    scale: float = 1.0,
+    margin: float = 0.0,
     severity_margin: float = 0.0,
     detach_clean: bool = True,
     reduction: str = "mean",
@@ -124,8 +127,9 @@ def corruption_partners(
 
     Use as :func:`rac_losses.ranking_partners`; arguments as in :func:`pairwise_corruption_loss`.
     """
+    check_loss_options(link, scale, margin)
     check_choice(reduction, "reduction", REDUCTIONS)
     confidence, severity, pair, valid = check_rows(confidence, severity, "severity", pair, "pair", valid)
     check_severity(severity, valid)
     table = corruption_table(severity, pair, valid, severity_margin=severity_margin, detach_clean=detach_clean)
-    return Partners.from_table(confidence, table, reduction)
+    return Partners.from_table(confidence, table, reduction, link=link, scale=scale, margin=margin)

@@ -58,7 +58,7 @@ def ranking_group_loss(
     *,
     valid: torch.Tensor | None = None,
     link: str = "logistic",
-    scale: float = 1.0,
+    scale: float = 2.0,
     margin: float = 0.0,
     pair_weight: str = "uniform",
     tie_tolerance: float = 0.0,
@@ -77,7 +77,8 @@ def ranking_group_loss(
         group: ``[N]`` integer group ids (any values; rows of one prompt share one).
         valid: ``[N]`` bool or 0/1; invalid rows (padding, corrupted twins) take part in no comparison.
         link: ``"logistic"`` (``softplus(-x)``), ``"hinge"`` (``relu(-x)``) or ``"squared_hinge"``.
-        scale: inverse temperature ``> 0`` applied to the confidence gap.
+        scale: inverse temperature ``> 0`` applied to the confidence gap (default 2, as
+            :class:`rac_losses.RACConfig`'s ``rank_scale``).
         margin: ``>= 0``, the gap the better row must clear.
         pair_weight: ``"uniform"`` (every comparison weighs 1) or ``"reward_gap"`` (weight ``r_a - r_b``).
         tie_tolerance: ``>= 0``; reward differences up to it are ties and make no comparison.
@@ -106,6 +107,9 @@ def ranking_partners(
     group: torch.Tensor,
     *,
     valid: torch.Tensor | None = None,
+    link: str = "logistic",
+    scale: float = 2.0,
+    margin: float = 0.0,
     pair_weight: str = "uniform",
     tie_tolerance: float = 0.0,
     reduction: str = "mean",
@@ -113,11 +117,12 @@ def ranking_partners(
     """Detached partner tables for the row form of :func:`ranking_group_loss`.
 
     Call once per batch, before the update, with the batch's confidences (for example from the old
-    log-probs); then, per micro-batch of row indices ``idx``,
-    ``partner_loss(confidence[idx], partners[idx], link=..., scale=..., margin=...)``. Arguments are as in
-    :func:`ranking_group_loss`; the result has ``N`` rows.
+    log-probs); then, per micro-batch of row indices ``idx``, ``partner_loss(confidence[idx], partners[idx])``.
+    Arguments are as in :func:`ranking_group_loss`; the tables record ``link``, ``scale`` and ``margin``, and
+    have ``N`` rows.
     """
+    check_loss_options(link, scale, margin)
     check_choice(reduction, "reduction", REDUCTIONS)
     confidence, reward, group, valid = check_rows(confidence, reward, "reward", group, "group", valid)
     table = ranking_table(reward, group, valid, pair_weight=pair_weight, tie_tolerance=tie_tolerance)
-    return Partners.from_table(confidence, table, reduction)
+    return Partners.from_table(confidence, table, reduction, link=link, scale=scale, margin=margin)

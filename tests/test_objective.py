@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rac_losses import (
+    Partners,
     RACConfig,
     RACPartners,
     pairwise_corruption_loss,
@@ -80,7 +81,8 @@ def test_metrics_are_what_they_say():
     m = out.metrics
     clean = b["severity"] == 0
     pair_c = sequence_confidence(b["token_logprobs"], b["mask"], method="neg_entropy", token_entropy=b["token_entropy"])
-    assert m["conf_clean"] == pytest.approx(pair_c[clean].mean().item())
+    with_twin = clean & torch.isin(b["pair"], b["pair"][~clean])
+    assert m["conf_clean"] == pytest.approx(pair_c[with_twin].mean().item())
     assert m["conf_corrupted"] == pytest.approx(pair_c[~clean].mean().item())
     assert m["conf_gap"] == pytest.approx(m["conf_clean"] - m["conf_corrupted"])
     assert m["conf_mean"] == pytest.approx(out.confidence[clean].mean().item())
@@ -222,12 +224,86 @@ def test_partner_fields_round_trip_through_any_row_selection(seed, rnd, twins):
     # a framework selects rows of every per-row field (shuffled micro-batch), then rebuilds the tables
     back = RACPartners.from_fields({k: v[rows] for k, v in fields.items()})
     want = partners[rows]
+    assert back.config == partners.config
     for loss in ("rank", "pair"):
         a, w = getattr(back, loss), getattr(want, loss)
         assert (a is None) == (w is None)
         if a is not None:
-            for f in dataclasses.fields(a):
-                torch.testing.assert_close(getattr(a, f.name), getattr(w, f.name))
+            for name in Partners.TABLES:
+                torch.testing.assert_close(getattr(a, name), getattr(w, name))
+            assert (a.link, a.scale, a.margin) == (w.link, w.scale, w.margin)
+
+
+def _other_config() -> RACConfig:
+    return RACConfig(
+        rank_coef=0.3, rank_confidence="prob", rank_link="hinge", rank_scale=1.5, rank_margin=0.05,
+        rank_pair_weight="reward_gap", rank_tie_tolerance=0.1, pair_coef=0.7, pair_confidence="mean_logprob",
+        pair_link="squared_hinge", pair_scale=0.5, pair_margin=0.2, pair_severity_margin=0.03, pair_detach_clean=False,
+    )
+
+
+def test_partners_record_their_config_through_fields_and_the_row_form_uses_it():
+    b = _batch(2)
+    config = _other_config()
+    partners = rac_partners(**b, config=config)
+    assert partners.config == config
+    back = RACPartners.from_fields(partners.to_fields())
+    assert back.config == config
+    assert (back.rank.link, back.rank.scale, back.pair.link, back.pair.margin) == ("hinge", 1.5, "squared_hinge", 0.2)
+    strip = {k: b[k] for k in ("token_logprobs", "mask", "token_entropy")}
+    torch.testing.assert_close(rac_partner_loss(**strip, partners=back), rac_loss(**b, config=config).loss)
+
+
+def test_rac_partner_loss_refuses_a_config_the_tables_were_not_built_for():
+    # before: tables of mean log-prob confidences were compared with entropy confidences, silently
+    b = _batch(3)
+    partners = rac_partners(**b)
+    strip = {k: b[k] for k in ("token_logprobs", "mask", "token_entropy")}
+    for changed in (dict(rank_confidence="neg_entropy"), dict(rank_scale=1.0), dict(pair_link="hinge"), dict(rank_pair_weight="reward_gap")):
+        name = next(iter(changed))
+        with pytest.raises(ValueError, match=rf"built with in {name}="):
+            rac_partner_loss(**strip, partners=partners, config=RACConfig(**changed))
+    # the loss weights do not enter the tables: changing them scales the terms
+    weights = dataclasses.replace(RACConfig(), rank_coef=0.0, pair_coef=2.0)
+    got = rac_partner_loss(**strip, partners=partners, config=weights)
+    torch.testing.assert_close(got, rac_loss(**b, config=weights).loss)
+
+
+def test_partner_config_field_errors():
+    fields = rac_partners(**_batch()).to_fields()
+    with pytest.raises(KeyError, match="rac_config"):
+        RACPartners.from_fields({k: v for k, v in fields.items() if k != "rac_config"})
+    mixed = fields["rac_config"].clone()
+    mixed[1, 0] += 1.0
+    with pytest.raises(ValueError, match="rac_config differs between rows"):
+        RACPartners.from_fields(dict(fields, rac_config=mixed))
+    with pytest.raises(ValueError, match="another rac-losses version"):
+        RACPartners.from_fields(dict(fields, rac_config=fields["rac_config"][:, :3]))
+
+
+def test_rac_partner_loss_takes_valid_rows_as_rac_loss_does():
+    # before: a padding row rac_loss accepts (valid=False, garbage log-probs) made rac_partner_loss raise
+    b = _batch(6)
+    valid = torch.ones(len(b["mask"]), dtype=torch.bool)
+    valid[[1, 5]] = False
+    b["token_logprobs"] = b["token_logprobs"].clone()
+    b["token_logprobs"][[1, 5]] = float("nan")
+    partners = rac_partners(**b, valid=valid)
+    strip = {k: b[k] for k in ("token_logprobs", "mask", "token_entropy")}
+    got = rac_partner_loss(**strip, partners=partners, valid=valid)
+    torch.testing.assert_close(got, rac_loss(**b, valid=valid).loss)
+    with pytest.raises(ValueError, match="token_logprobs must be finite"):
+        rac_partner_loss(**strip, partners=partners)
+
+
+def test_conf_clean_is_over_the_clean_rows_that_have_a_twin():
+    b = _batch(7)
+    out = rac_loss(**b)
+    conf = -b["token_entropy"].where(b["mask"], 0).sum(1) / b["mask"].sum(1)
+    clean_with_twin = torch.isin(b["pair"], b["pair"][b["severity"] > 0]) & (b["severity"] == 0)
+    assert int(clean_with_twin.sum()) < int((b["severity"] == 0).sum())  # some clean rows have no twin
+    assert out.metrics["conf_clean"] == pytest.approx(float(conf[clean_with_twin].mean()))
+    assert out.metrics["conf_corrupted"] == pytest.approx(float(conf[b["severity"] > 0].mean()))
 
 
 def test_partner_fields_errors():
