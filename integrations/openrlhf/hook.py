@@ -18,7 +18,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from rac_losses.integrations.openrlhf.options import settings_from_env
+from rac_losses.integrations.openrlhf.options import formulation_from_env, paper_from_env, settings_from_env
+from rac_losses.integrations.openrlhf.paper import PaperSettings
 from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["CONFIDENCES", "HOOK", "SUPPORTED", "check_supported", "check_version", "install"]
@@ -36,6 +37,9 @@ SUPPORTED = ("0.11.2",)
 
 _TRAINER_MODULE = "openrlhf.trainer.ray.ppo_actor"
 _MAKER_MODULE = "openrlhf.trainer.ppo_utils.experience_maker"
+_DATASET_MODULE = "openrlhf.datasets.prompts_dataset"
+_CONTROLLER_MODULE = "openrlhf.trainer.ppo_trainer"
+_GENERATOR_MODULE = "openrlhf.trainer.ppo_utils.samples_generator"
 
 
 def check_supported(settings: RACSettings) -> None:
@@ -112,8 +116,46 @@ def _patches(settings: RACSettings) -> dict[str, Callable[[ModuleType], None]]:
     return {_TRAINER_MODULE: trainer, _MAKER_MODULE: maker}
 
 
+def _paper_patches(settings: PaperSettings) -> dict[str, Callable[[ModuleType], None]]:
+    """The reward formulation: schema and labels, paired prompts, bonuses, metrics (all in the controller)."""
+
+    def dataset(module: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.prompts import with_schema_and_labels
+
+        module.preprocess_data = with_schema_and_labels(module.preprocess_data, settings)
+
+    def controller(module: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.bonus import with_rac_metrics
+        from rac_losses.integrations.openrlhf.prompts import with_paired_loader, with_training_step
+
+        module.prepare_datasets = with_paired_loader(module.prepare_datasets, settings)
+        cls = module.BasePPOTrainer
+        cls._compute_rollout_stats = with_rac_metrics(cls._compute_rollout_stats)
+        with_training_step(cls)
+
+    def generator(module: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.prompts import collect_units, with_joined_units
+
+        module._collect_prompt_batch = collect_units(module._collect_prompt_batch)
+        cls = module.SamplesGenerator
+        cls._dispatch_prompts_to_vllm = with_joined_units(cls._dispatch_prompts_to_vllm)
+
+    def maker(module: ModuleType) -> None:
+        from rac_losses.integrations.openrlhf.bonus import with_rac_bonus
+
+        cls = module.RemoteExperienceMaker
+        cls.compute_advantages_and_returns = with_rac_bonus(cls.compute_advantages_and_returns, settings)
+
+    return {_DATASET_MODULE: dataset, _CONTROLLER_MODULE: controller, _GENERATOR_MODULE: generator, _MAKER_MODULE: maker}
+
+
 def install() -> None:
-    """Patch ``ppo_actor.ActorPPOTrainer`` (the RAC subclass) and the advantage step (group ids), lazily.
+    """Patch OpenRLHF for the run's formulation, lazily.
+
+    ``loss``: ``ppo_actor.ActorPPOTrainer`` (the RAC subclass) and the advantage step (group ids).
+    ``reward``: the prompts (schema, labels), the training dataloader (paired prompts), the sample generator
+    (units collected and dispatched whole), the advantage step (the bonuses) and the rollout metrics
+    (see :mod:`.prompts` and :mod:`.bonus`); the actor's training is OpenRLHF's own.
 
     Modules already imported are patched now; the others when first imported. Idempotent. Reads the settings
     from the launcher's environment variable; imports neither OpenRLHF nor DeepSpeed.
@@ -125,13 +167,22 @@ def install() -> None:
         ValueError: unsupported settings (:func:`check_supported`).
         importlib.metadata.PackageNotFoundError: OpenRLHF is not installed.
     """
-    settings = settings_from_env()
-    check_supported(settings)
-    check_version(_openrlhf_version())
-    patches = _patches(settings)
+    if formulation_from_env() == "reward":
+        paper = paper_from_env()
+        check_version(_openrlhf_version())
+        patches = _paper_patches(paper)
+        settings: Any = paper
+    else:
+        settings = settings_from_env()
+        check_supported(settings)
+        check_version(_openrlhf_version())
+        patches = _patches(settings)
     for name, patch in patches.items():
         if name in sys.modules:
             patch(sys.modules[name])
-    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+    finder = next((f for f in sys.meta_path if isinstance(f, _PatchOnImport)), None)
+    if finder is None:
         sys.meta_path.insert(0, _PatchOnImport(patches))
+    else:
+        finder.patches = patches
     logger.info("rac: RAC will be installed when OpenRLHF's trainer modules are imported (%s)", settings)

@@ -1,8 +1,9 @@
 """``rac-openrlhf ARGS``: ``python -m openrlhf.cli.train_ppo_ray ARGS`` with RAC inside.
 
 ``ARGS`` are OpenRLHF's own arguments, passed on unchanged, plus ``--rac.NAME VALUE`` (or
-``--rac.NAME=VALUE``) for every option of :class:`~rac_losses.integrations.settings.RACSettings`. The RAC
-options are validated before Ray starts. Then Ray starts with the options in an environment variable and
+``--rac.NAME=VALUE``). ``--rac.formulation reward`` (the default, the paper's method) takes the options of
+:class:`~rac_losses.integrations.openrlhf.paper.PaperSettings`; ``--rac.formulation loss`` those of
+:class:`~rac_losses.integrations.settings.RACSettings`. The RAC options are validated before Ray starts. Then Ray starts with the options in an environment variable and
 the setup hook :func:`rac_losses.integrations.openrlhf.hook.install` in every worker, and OpenRLHF's
 ``train_ppo_ray`` runs as ``__main__`` (its ``train()`` uses the running Ray instead of starting its own).
 """
@@ -18,10 +19,11 @@ import sys
 from collections.abc import Sequence
 
 from rac_losses.integrations.openrlhf.hook import HOOK, check_supported
-from rac_losses.integrations.openrlhf.options import settings_to_env
+from rac_losses.integrations.openrlhf.options import paper_to_env, settings_to_env
+from rac_losses.integrations.openrlhf.paper import FORMULATIONS, PaperSettings, paper_option_names
 from rac_losses.integrations.settings import OPTION_NAMES, RACSettings
 
-__all__ = ["TRAIN_MODULE", "main", "prepare_run", "runtime_env", "split_args"]
+__all__ = ["TRAIN_MODULE", "main", "prepare_paper_run", "prepare_run", "read_settings", "runtime_env", "split_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,27 @@ _HELP = {
     ),
     "corruption.seed": "seed of the per-rollout choice of twin and corruption",
 }
+_PAPER_HELP = {
+    "schema": "append the release's response schema (<think>/<answer>/<confidence>) to every prompt",
+    "rank_coef": "weight of the ranking bonus (within a prompt's samples, more accurate -> more confident)",
+    "pair_coef": "weight of the clean-corrupted bonus (a corrupted copy's samples less confident); 0 turns pairs off",
+    "rank_margin": "hinge margin of the ranking bonus",
+    "pair_margin": "hinge margin of the clean-corrupted bonus",
+    "alpha": "extra clean-corrupted margin per unit of corruption level (severity / 5)",
+    "reward.format_coef": "penalty of a response off the schema, after the warm-up",
+    "reward.format_warmup_steps": "training steps over which the format penalty goes from its start value to format_coef",
+    "reward.format_warmup_start": "format penalty at step 0",
+    "reward.tail_penalty_coef": "penalty for 128+ characters after </confidence>",
+    "reward.multiple_choice": "questions have options (a dataset column is_multiple_choice overrides it per row)",
+    "corruption.source": "generate (corrupted copies made on the fly), dataset (columns pair_id, is_noisy, corruption_level) or off",
+    "corruption.fraction": "share of image prompts that get a generated corrupted copy",
+    "corruption.names": "comma-separated corruptions of the generated copies",
+    "corruption.severities": "comma-separated severities (1..5; level = severity / 5)",
+    "corruption.weights": "comma-separated weights of the severities",
+    "corruption.seed": "seed of the per-prompt choice of copy and corruption",
+}
+#: The reward file shipped with the adapter (``--reward.remote_url`` when the run names no reward).
+REWARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reward.py")
 
 
 def split_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -128,31 +151,98 @@ def prepare_run(settings: RACSettings, openrlhf_args: list[str]) -> tuple[RACSet
     return settings, list(openrlhf_args)
 
 
-def runtime_env(settings: RACSettings) -> dict:
+def read_settings(options: dict[str, str]) -> RACSettings | PaperSettings:
+    """The run's settings from its ``--rac.*`` options: ``formulation`` picks the kind (default ``reward``).
+
+    Raises:
+        ValueError: an unknown formulation, or options the formulation does not take or cannot read.
+    """
+    options = dict(options)
+    formulation = options.pop("formulation", FORMULATIONS[0])
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"--rac.formulation: expected one of {', '.join(FORMULATIONS)}, got {formulation!r}")
+    if formulation == "reward":
+        return PaperSettings.from_options(options)
+    return RACSettings.from_options(options)
+
+
+def prepare_paper_run(settings: PaperSettings, openrlhf_args: list[str]) -> tuple[PaperSettings, list[str]]:
+    """Check the reward formulation against OpenRLHF's arguments; return the settings and arguments to run with.
+
+    Adds ``--reward.remote_url`` with the shipped reward file (:data:`REWARD_FILE`) when the run names neither
+    a reward file/URL nor a reward model. On a text-only run (``--data.max_images_per_prompt 0``) generated
+    copies have nothing to corrupt: the source is turned off with a warning.
+
+    Raises:
+        ValueError: fewer than 2 samples per prompt (no ranking), or an odd ``--rollout.batch_size`` with
+            pairs (a rollout batch holds whole units of two prompts).
+    """
+    known = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    known.add_argument("--data.max_images_per_prompt", dest="max_images", type=int, default=0)
+    known.add_argument("--rollout.n_samples_per_prompt", dest="n", type=int, default=1)
+    known.add_argument("--rollout.batch_size", dest="batch", type=int, default=1024)
+    known.add_argument("--reward.remote_url", dest="remote", default=None)
+    known.add_argument("--reward.model_name_or_path", dest="model", default=None)
+    args, _ = known.parse_known_args(openrlhf_args)
+    if settings.rank_coef > 0 and args.n < 2:
+        raise ValueError(
+            f"--rollout.n_samples_per_prompt {args.n}: the ranking bonus compares a prompt's samples, it needs 2 or "
+            "more (or pass --rac.rank_coef 0)"
+        )
+    if settings.source == "generate" and settings.pairs and args.max_images == 0:
+        logger.warning(
+            "rac: text-only run (--data.max_images_per_prompt 0): no images to corrupt, no corrupted copies "
+            "(rac.corruption.source off); the ranking bonus runs"
+        )
+        settings = dataclasses.replace(settings, source="off")
+    if settings.pairs and args.batch % 2:
+        raise ValueError(
+            f"--rollout.batch_size {args.batch} must be even with clean-corrupted pairs: a rollout batch holds "
+            "whole units of two prompts (pass --rac.corruption.source off or --rac.pair_coef 0 otherwise)"
+        )
+    run_args = list(openrlhf_args)
+    if args.remote is None and args.model is None:
+        logger.info("rac: no reward given: --reward.remote_url %s (the paper's reward)", REWARD_FILE)
+        run_args += ["--reward.remote_url", REWARD_FILE]
+    return settings, run_args
+
+
+def runtime_env(settings: RACSettings | PaperSettings) -> dict:
     """Ray's ``runtime_env``: OpenRLHF's own environment defaults, the RAC options and the setup hook."""
     env = {
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
-        **settings_to_env(settings),
+        **(paper_to_env(settings) if isinstance(settings, PaperSettings) else settings_to_env(settings)),
     }
     return {"env_vars": env, "worker_process_setup_hook": HOOK}
 
 
 def _rac_help() -> str:
-    defaults = RACSettings().as_options()
     parser = argparse.ArgumentParser(
         prog="rac-openrlhf",
         usage="rac-openrlhf [--rac.NAME VALUE ...] [OpenRLHF train_ppo_ray arguments ...]",
         description="OpenRLHF's PPO/GRPO training (openrlhf.cli.train_ppo_ray) with Ranking-Aware Calibration.",
         add_help=False,
     )
-    group = parser.add_argument_group("RAC options")
-    for name in OPTION_NAMES:
-        default = defaults[name]
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        group.add_argument(f"--rac.{name}", metavar="VALUE", help=f"{_HELP[name]} (default: {shown})")
-    return parser.format_help()
+    parser.add_argument(
+        "--rac.formulation", metavar="VALUE",
+        help="reward: the paper's method (bonuses on the stated confidence, added to the reward before the "
+             "advantage estimator); loss: RAC terms in the policy loss (default: reward)",
+    )
+    text = [parser.format_help()]
+    for title, names, helps, values in (
+        ("RAC options of --rac.formulation reward", paper_option_names(), _PAPER_HELP, PaperSettings().as_options()),
+        ("RAC options of --rac.formulation loss", OPTION_NAMES, _HELP, RACSettings().as_options()),
+    ):
+        part = argparse.ArgumentParser(prog="rac-openrlhf", usage=argparse.SUPPRESS, add_help=False)
+        group = part.add_argument_group(title)
+        for name in names:
+            default = values[name]
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument(f"--rac.{name}", metavar="VALUE", help=f"{helps[name]} (default: {shown})")
+        text.append(part.format_help())
+    return "\n".join(text)
 
 
 def _run_openrlhf(args: list[str]) -> None:
@@ -171,8 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         options, openrlhf_args = split_args(argv)
-        settings = RACSettings.from_options(options)
-        settings, openrlhf_args = prepare_run(settings, openrlhf_args)
+        settings = read_settings(options)
+        if isinstance(settings, PaperSettings):
+            settings, openrlhf_args = prepare_paper_run(settings, openrlhf_args)
+        else:
+            settings, openrlhf_args = prepare_run(settings, openrlhf_args)
     except ValueError as e:
         print(f"rac-openrlhf: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,16 @@
 """A reward file for ``--reward.remote_url path/to/reward.py``: correctness plus a calibrated confidence.
 
 OpenRLHF loads ``reward_func(queries, prompts, labels, **kwargs)`` from this file and calls it with lists
-of one sample each (query = the decoded prompt + response). The reward is RLCR's
+of one sample each (query = the decoded prompt + response). Which reward depends on the run's formulation
+(the launcher's environment variables, see :mod:`.options`):
+
+- ``--rac.formulation reward`` (the default, and any run not started by ``rac-openrlhf``):
+  :func:`paper_reward_func`, RAC's release's :func:`~rac_losses.rewards.paper_reward` with the run's
+  ``--rac.reward.*`` options; the label's :class:`~.paper.RACLabel` attributes give the training step
+  (format warm-up), the answer options and whether the question is multiple choice.
+- ``--rac.formulation loss``: :func:`verbalized_reward_func`, below.
+
+The loss formulation's reward is RLCR's
 ``correct + (1 - (correct - confidence)^2)`` (:func:`rac_losses.rewards.verbalized_reward`), in ``[0, 2]``;
 a response without a readable ``<confidence>x</confidence>`` gets no Brier part.
 
@@ -20,12 +29,15 @@ from typing import Any
 
 import torch
 
-from rac_losses.rewards import MISSING_CONFIDENCE, strip_verbalized_confidence, verbalized_reward
+from rac_losses.integrations.openrlhf.options import formulation_from_env, paper_from_env
+from rac_losses.integrations.openrlhf.paper import PaperSettings
+from rac_losses.rewards import MISSING_CONFIDENCE, paper_reward, strip_verbalized_confidence, verbalized_reward
 
-__all__ = ["extract_answer", "is_correct", "response_text", "reward_func"]
+__all__ = ["extract_answer", "is_correct", "paper_reward_func", "response_text", "reward_func", "verbalized_reward_func"]
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _ASSISTANT = "<|im_start|>assistant"
+_END_TOKENS = re.compile(r"(?:\s|<\|[A-Za-z_]+\|>|</s>)+\Z")  # <|im_end|>, <|endoftext|>, <|eot_id|>, </s>
 
 
 def response_text(query: str, prompt: str) -> str:
@@ -76,8 +88,62 @@ def is_correct(response: str, label: str) -> bool:
         return a == b
 
 
+def _check_lengths(queries: list, prompts: list, labels: list) -> None:
+    if not len(queries) == len(prompts) == len(labels):
+        raise ValueError(f"queries, prompts and labels differ in length: {len(queries)}, {len(prompts)}, {len(labels)}")
+
+
+def _column(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def paper_reward_func(
+    queries: list[str], prompts: list[str], labels: list[str], settings: PaperSettings | None = None
+) -> dict[str, Any]:
+    """The reward formulation's reward: :func:`~rac_losses.rewards.paper_reward` of each response.
+
+    ``rewards`` = ``score`` (in ``[0, 1]``), ``scores`` = ``acc`` (what OpenRLHF's dynamic filtering reads);
+    ``extra_logs``: ``acc``, ``reward_acc`` (what the bonuses compare), ``confidence``
+    (``MISSING_CONFIDENCE``, -1, when none reads), ``format_ok`` and ``score_raw``. ``settings`` defaults to
+    the run's (or the release's defaults outside ``rac-openrlhf``).
+
+    Raises:
+        ValueError: lists of different lengths.
+    """
+    _check_lengths(queries, prompts, labels)
+    if settings is None:
+        settings = paper_from_env() if formulation_from_env() == "reward" else PaperSettings()
+    options = settings.reward_options()
+    results = []
+    for query, prompt, label in zip(queries, prompts, labels):
+        mc = getattr(label, "multiple_choice", None)
+        text = _END_TOKENS.sub("", response_text(query, prompt))  # the release scores the decoded text
+        results.append(paper_reward(
+            text, str(label), is_multiple_choice=settings.multiple_choice if mc is None else mc,
+            choices=getattr(label, "choices", None), step=getattr(label, "step", None), **options,
+        ))
+    return {
+        "rewards": _column([r.score for r in results]),
+        "scores": _column([r.acc for r in results]),
+        "extra_logs": {
+            "acc": _column([r.acc for r in results]),
+            "reward_acc": _column([r.reward_acc for r in results]),
+            "confidence": _column([MISSING_CONFIDENCE if r.confidence is None else r.confidence for r in results]),
+            "format_ok": _column([float(r.format_ok) for r in results]),
+            "score_raw": _column([r.score_raw for r in results]),
+        },
+    }
+
+
 def reward_func(queries: list[str], prompts: list[str], labels: list[str], **kwargs: Any) -> dict[str, Any]:
-    """OpenRLHF's reward contract: ``{"rewards": [B], "scores": [B], "extra_logs": {name: [B]}}``.
+    """OpenRLHF's entry point: :func:`verbalized_reward_func` for a loss-formulation run, else :func:`paper_reward_func`."""
+    if formulation_from_env() == "loss":
+        return verbalized_reward_func(queries, prompts, labels)
+    return paper_reward_func(queries, prompts, labels)
+
+
+def verbalized_reward_func(queries: list[str], prompts: list[str], labels: list[str], **kwargs: Any) -> dict[str, Any]:
+    """The loss formulation's reward, OpenRLHF's contract: ``{"rewards": [B], "scores": [B], "extra_logs": {name: [B]}}``.
 
     ``rewards`` = correct + Brier (in ``[0, 2]``), ``scores`` = correctness (0/1, what OpenRLHF's dynamic
     filtering reads); ``extra_logs``: ``correct``, ``confidence`` (``MISSING_CONFIDENCE``, -1, when missing), ``confidence_valid``
@@ -86,16 +152,12 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[str], **kwa
     Raises:
         ValueError: lists of different lengths.
     """
-    if not len(queries) == len(prompts) == len(labels):
-        raise ValueError(f"queries, prompts and labels differ in length: {len(queries)}, {len(prompts)}, {len(labels)}")
+    _check_lengths(queries, prompts, labels)
     results = [
         verbalized_reward(text, is_correct(text, str(label)))
         for text, label in ((response_text(q, p), lab) for q, p, lab in zip(queries, prompts, labels))
     ]
-
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32)
-
+    column = _column
     return {
         "rewards": column([r.score for r in results]),
         "scores": column([r.correct for r in results]),

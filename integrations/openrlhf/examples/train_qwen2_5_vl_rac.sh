@@ -39,6 +39,9 @@ ARGS=(
   --actor.entropy_coef 0
 
   # --- RAC (every flag optional; defaults in `rac-openrlhf --help`) ---
+  # This script uses the loss formulation (RAC terms in the policy loss); the paper's reward formulation,
+  # rac-openrlhf's default, is in train_qwen2_5_vl_7b_paper.sh.
+  --rac.formulation loss
   # Ranking loss: within a prompt's 8 rollouts, a higher reward must get a higher confidence
   # (length-normalised mean token log-prob), logistic comparison at inverse temperature 2.
   --rac.rank_coef 1.0 --rac.rank_confidence mean_logprob --rac.rank_scale 2.0

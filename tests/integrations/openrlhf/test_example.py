@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from cpu_trainer import openrlhf_args
-from rac_losses.integrations.openrlhf.launcher import prepare_run, split_args
+from rac_losses.integrations.openrlhf.launcher import prepare_run, read_settings, split_args
 from rac_losses.integrations.settings import RACSettings
 
 # from the source tree: the example is not package data
@@ -31,7 +31,8 @@ def test_example_command_line_parses(tmp_path):
                    env={**os.environ, "PATH": path})
     argv = record.read_bytes().decode().split("\0")[:-1]
     options, rest = split_args(argv)
-    settings = RACSettings.from_options(options)
+    settings = read_settings(options)
+    assert isinstance(settings, RACSettings)  # --rac.formulation loss
     assert settings.corruption.severities == (3, 4, 5) and settings.config.rank_margin == 0.1  # extra flags pass
     assert settings.uses_twins and settings.needs_entropy
     checked, run_args = prepare_run(settings, rest)

@@ -13,7 +13,8 @@ import pytest
 import ray
 
 from rac_losses.integrations.openrlhf import launcher
-from rac_losses.integrations.openrlhf.options import ENV_VAR, settings_from_env
+from rac_losses.integrations.openrlhf.options import ENV_VAR, PAPER_ENV_VAR, paper_from_env, settings_from_env
+from rac_losses.integrations.openrlhf.paper import PaperSettings, paper_option_names
 from rac_losses.integrations.settings import OPTION_NAMES, RACSettings
 
 # A GRPO run on a VLM as OpenRLHF's examples write it (dotted 0.11 flags, store_true flags, nargs, a negative
@@ -35,6 +36,10 @@ STOCK = [
     "--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-0.5", "1.5",
     "--actor.gradient_checkpointing_enable", "--ds.zero_stage", "2",
 ]
+
+
+#: The loss formulation (the default is the paper's reward formulation).
+LOSS = ["--rac.formulation", "loss"]
 
 
 class _Parsed(Exception):
@@ -82,7 +87,7 @@ def test_stock_arguments_reach_openrlhf_unchanged(openrlhf_parse, fake_ray_init)
     rac = ["--rac.rank_coef", "0.5", "--rac.corruption.names=gaussian_noise,defocus_blur", "--rac.rank_margin", "-0"]
     expected = direct(stock)
     # RAC flags anywhere: before, between and after OpenRLHF's
-    got = through_launcher(rac[:2] + stock[:6] + rac[2:3] + stock[6:] + rac[3:])
+    got = through_launcher(rac[:2] + stock[:6] + rac[2:3] + stock[6:] + rac[3:] + LOSS)
     assert got == expected
     assert expected["actor.entropy_coef"] == 0.001 and expected["algo.dynamic_filtering_range"] == [-0.5, 1.5]
     (call,) = fake_ray_init
@@ -100,10 +105,10 @@ def test_entropy_flag_added_only_when_a_confidence_reads_entropy(openrlhf_parse,
     expected = direct(STOCK)
     assert expected["actor.entropy_coef"] is None
     # default settings: the pairwise loss's confidence is neg_entropy -> --actor.entropy_coef 0 is added
-    got = through_launcher(STOCK)
+    got = through_launcher([*STOCK, *LOSS])
     assert got == {**expected, "actor.entropy_coef": 0.0}
     # ranking only, on mean log-prob: nothing added
-    got = through_launcher([*STOCK, "--rac.pair_coef", "0"])
+    got = through_launcher([*STOCK, "--rac.pair_coef", "0", *LOSS])
     assert got == expected
 
 
@@ -126,7 +131,7 @@ def test_bad_rac_value_fails_before_ray(rac, message, monkeypatch, capsys):
         raise AssertionError("ray.init was called")
 
     monkeypatch.setattr(ray, "init", no_ray)
-    assert launcher.main([*STOCK, *rac]) == 2
+    assert launcher.main([*STOCK, *LOSS, *rac]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rac-openrlhf: error: ") and message in err
     assert not ray.is_initialized()
@@ -138,7 +143,7 @@ def test_default_options_on_a_text_only_run_turn_the_pairwise_part_off(fake_ray_
     i = args.index("--data.max_images_per_prompt")
     del args[i : i + 2]  # OpenRLHF's default: no images
     with caplog.at_level("WARNING"):
-        assert launcher.main(args) == 0  # used to exit 2 with the default options
+        assert launcher.main([*args, *LOSS]) == 0  # used to exit 2 with the default options
     assert "text-only run" in caplog.text and "pairwise" in caplog.text
     settings = settings_from_env(fake_ray_init[0]["runtime_env"]["env_vars"])
     assert settings.config.pair_coef == 0 and not settings.uses_twins
@@ -147,14 +152,14 @@ def test_default_options_on_a_text_only_run_turn_the_pairwise_part_off(fake_ray_
 
 def test_dynamic_batching_fails_before_ray(monkeypatch, capsys):
     monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
-    assert launcher.main([*STOCK, "--train.dynamic_batch_enable", "--rac.pair_coef", "0"]) == 2
+    assert launcher.main([*STOCK, "--train.dynamic_batch_enable", "--rac.pair_coef", "0", *LOSS]) == 2
     assert "dynamic_batch_enable" in capsys.readouterr().err
 
 
 def test_zero3_with_twins_is_refused_before_ray(monkeypatch, capsys):
     monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
     zero3 = [*STOCK, "--ds.zero_stage", "3"]
-    assert launcher.main(zero3) == 2
+    assert launcher.main([*zero3, *LOSS]) == 2
     err = capsys.readouterr().err
     assert "--ds.zero_stage 3" in err and "hang" in err and "--rac.pair_coef 0" in err
     # without twins every rank runs the same forwards: ZeRO-3 is fine
@@ -169,7 +174,7 @@ def test_help_lists_rac_and_openrlhf_options(capsys):
         launcher.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in OPTION_NAMES:
+    for name in (*OPTION_NAMES, *paper_option_names(), "formulation"):
         assert f"--rac.{name} " in out
     assert "--actor.model_name_or_path" in out and "--rollout.n_samples_per_prompt" in out  # OpenRLHF's own
 
@@ -204,3 +209,66 @@ def test_group_split_warning_only_when_the_rollout_batch_does_not_divide_over_ra
     with caplog.at_level("WARNING"):
         launcher.prepare_run(settings, [*STOCK, "--rollout.batch_size", "63"])
     assert "split across ranks" in caplog.text and "--rollout.batch_size 63" in caplog.text
+
+
+def test_the_default_formulation_is_the_papers(openrlhf_parse, fake_ray_init):
+    direct, through_launcher = openrlhf_parse
+    got = through_launcher([*STOCK, "--rac.rank_coef", "0.25", "--rac.reward.format_coef=0.5"])
+    assert got == direct(STOCK)  # OpenRLHF's arguments unchanged (a reward is named: nothing added)
+    env = fake_ray_init[0]["runtime_env"]["env_vars"]
+    assert ENV_VAR not in env  # the workers read the formulation from which variable is set
+    settings = paper_from_env(env)
+    assert settings == PaperSettings(rank_coef=0.25, format_coef=0.5)
+    assert settings.pair_coef == 0.3 and settings.schema and settings.source == "generate" and settings.fraction == 1.0
+    assert set(settings.policy.severities) == {1, 2, 3} and len(settings.policy.names) == 8
+
+
+def test_reward_formulation_adds_the_shipped_reward_file_when_none_is_named(openrlhf_parse, fake_ray_init):
+    direct, through_launcher = openrlhf_parse
+    args = list(STOCK)
+    i = args.index("--reward.remote_url")
+    del args[i : i + 2]
+    got = through_launcher(args)
+    assert got == {**direct(args), "reward.remote_url": launcher.REWARD_FILE}
+    assert launcher.REWARD_FILE.endswith("integrations/openrlhf/reward.py") and os.path.exists(launcher.REWARD_FILE)
+
+
+@pytest.mark.parametrize(
+    ("rac", "message"),
+    [
+        (["--rac.formulation", "both"], "--rac.formulation"),
+        (["--rac.rank_confidence", "prob"], "rank_confidence are not options of --rac.formulation reward"),
+        (["--rac.alpha", "-1"], "rac.alpha"),
+        (["--rac.schema", "maybe"], "rac.schema"),
+        (["--rac.corruption.source", "web"], "rac.corruption.source"),
+        (["--rac.corruption.weights", "1,1"], "3 severities"),
+        (["--rac.corruption.names", "nope"], "nope"),
+        (["--rac.corruption.fraction", "1.5"], "fraction"),
+        (["--rollout.batch_size", "63"], "must be even"),
+        (["--rollout.n_samples_per_prompt", "1"], "needs 2 or more"),
+    ],
+)
+def test_bad_reward_formulation_options_fail_before_ray(rac, message, monkeypatch, capsys):
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+    assert launcher.main([*STOCK, *rac]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rac-openrlhf: error: ") and message in err
+
+
+def test_reward_formulation_on_a_text_only_run_has_no_pairs(caplog):
+    args = list(STOCK)
+    i = args.index("--data.max_images_per_prompt")
+    del args[i : i + 2]
+    with caplog.at_level("WARNING"):
+        settings, _ = launcher.prepare_paper_run(PaperSettings(), [*args, "--rollout.batch_size", "63"])  # odd: fine
+    assert "text-only run" in caplog.text and settings.source == "off" and not settings.pairs
+    settings, _ = launcher.prepare_paper_run(PaperSettings(source="dataset"), args)  # a dataset's pairs stay
+    assert settings.pairs
+
+
+def test_paper_settings_round_trip_through_the_environment():
+    settings = PaperSettings.from_options({"corruption.weights": "1,1,2", "corruption.source": "dataset", "schema": "false"})
+    assert settings.policy.severities == (1, 2, 3, 3)  # drawn uniformly: the weights 1/4, 1/4, 1/2
+    env = launcher.runtime_env(settings)["env_vars"]
+    assert paper_from_env(env) == settings and PAPER_ENV_VAR in env and ENV_VAR not in env
+    assert PaperSettings().policy.severities == (1,) * 5 + (2,) * 4 + (3,)  # the paper's 50/40/10

@@ -1,4 +1,4 @@
-"""The ``--reward.remote_url`` file: correctness plus the Brier reward of a verbalized confidence."""
+"""The ``--reward.remote_url`` file: the paper's reward (reward formulation), RLCR's (loss formulation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,21 @@ import pytest
 import torch
 
 from rac_losses.integrations.openrlhf import reward
-from rac_losses.integrations.openrlhf.reward import extract_answer, is_correct, response_text, reward_func
+from rac_losses.integrations.openrlhf.options import ENV_VAR, PAPER_ENV_VAR, paper_to_env, settings_to_env
+from rac_losses.integrations.openrlhf.paper import PaperSettings, RACLabel
+from rac_losses.integrations.openrlhf.reward import extract_answer, is_correct, response_text, verbalized_reward_func
+from rac_losses.integrations.settings import RACSettings
+from rac_losses.rewards import RESPONSE_SCHEMA, paper_reward
+
+
+@pytest.fixture
+def loss_run(monkeypatch):
+    """The environment of a ``--rac.formulation loss`` run."""
+    monkeypatch.delenv(PAPER_ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, settings_to_env(RACSettings())[ENV_VAR])
+
+
+reward_func = verbalized_reward_func
 
 PROMPT = "<|im_start|>user\nSolve and write \\boxed{7}-style answers.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -69,7 +83,7 @@ def test_vlm_query_with_expanded_image_tokens():
     assert float(out["rewards"][0]) == 2.0
 
 
-def test_through_openrlhfs_own_loader():
+def test_through_openrlhfs_own_loader(loss_run):
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     executor = SingleTurnAgentExecutor(remote_rm_url=reward.__file__)
@@ -81,3 +95,43 @@ def test_through_openrlhfs_own_loader():
 def test_mismatched_lists():
     with pytest.raises(ValueError, match="differ in length"):
         reward_func(["a", "b"], ["a"], ["1", "2"])
+
+
+VL_PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which? (A) 1 (B) 2" + RESPONSE_SCHEMA + "<|im_end|>\n<|im_start|>assistant\n"
+GOOD = "<think>\nsee\n</think>\n<answer>B</answer>\n<confidence>0.8</confidence>"
+
+
+@pytest.mark.parametrize("response", [GOOD, "<answer>A</answer><confidence>0.3</confidence> and more", "B, I think", GOOD.replace("0.8", "x")])
+@pytest.mark.parametrize("step", [None, 0, 4, 50])
+def test_paper_reward_through_openrlhfs_own_loader(response, step, monkeypatch):
+    # a reward-formulation run (the default): OpenRLHF's executor loads the file; one sample per call; the
+    # decoded query carries the end-of-turn token, which the release's decoded text does not
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    settings = PaperSettings.from_options({"reward.tail_penalty_coef": "0.1", "reward.format_warmup_steps": "8"})
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(PAPER_ENV_VAR, paper_to_env(settings)[PAPER_ENV_VAR])
+    executor = SingleTurnAgentExecutor(remote_rm_url=reward.__file__)
+    query = VL_PROMPT.replace("<|image_pad|>", "<|image_pad|>" * 4) + response + "<|im_end|>"
+    label = RACLabel("B", step=step, choices=["1", "2"])
+    (out,) = asyncio.run(executor._fetch_rewards_via_func([query], [VL_PROMPT], [label]))
+    want = paper_reward(response, "B", is_multiple_choice=True, choices=["1", "2"], step=step,
+                        format_coef=0.3, format_warmup_steps=8, format_warmup_start=1.0, tail_penalty_coef=0.1)
+    logs = out["extra_logs"]
+    assert float(out["rewards"][0]) == pytest.approx(want.score) and float(out["scores"][0]) == want.acc
+    assert float(logs["acc"][0]) == want.acc and float(logs["reward_acc"][0]) == want.reward_acc
+    assert float(logs["confidence"][0]) == pytest.approx(-1.0 if want.confidence is None else want.confidence)
+    assert float(logs["format_ok"][0]) == float(want.format_ok)
+    assert float(logs["score_raw"][0]) == pytest.approx(want.score_raw)
+    if response == GOOD:
+        assert want.format_ok and float(out["rewards"][0]) == 1.0  # the end-of-turn token is not a tail
+
+
+def test_free_form_rows_and_defaults_outside_rac_openrlhf(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv(PAPER_ENV_VAR, raising=False)
+    response = "<think>x</think><answer>0.50</answer><confidence>0.6</confidence>"
+    out = reward.reward_func([PROMPT + response], [PROMPT], [RACLabel("0.5", multiple_choice=False)])
+    assert float(out["extra_logs"]["acc"][0]) == 1.0 and float(out["rewards"][0]) == 1.0
+    out = reward.reward_func([PROMPT + response], [PROMPT], ["0.5"])  # the release's default: multiple choice
+    assert float(out["extra_logs"]["format_ok"][0]) == 0.0
