@@ -36,6 +36,7 @@ OPENRLHF_CPU = [
     "pylatexenc",
     "torchdata",
     "aiohttp",
+    "datasets",  # openrlhf.trainer.ppo_trainer (the controller the reward formulation patches) imports it
 ]
 
 
