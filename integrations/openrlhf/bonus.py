@@ -54,12 +54,16 @@ def _column(experiences: list, key: str) -> torch.Tensor:
 
 
 def rollout_rows(experiences: list, n: int) -> dict[str, torch.Tensor]:
-    """The rollout batch's per-sample inputs of :func:`rac_losses.rac_bonus`, in the experiences' order."""
+    """The rollout batch's per-sample inputs of :func:`rac_losses.rac_bonus`, in the experiences' order.
+
+    ``index`` is each row's position in OpenRLHF's numbering (prompt by prompt, ``n`` samples each).
+    """
     index = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
     labels = list(itertools.chain.from_iterable(e.labels for e in experiences))
     if len(labels) != index.numel():
         raise ValueError(f"rac: {len(labels)} labels for {index.numel()} samples")
     return {
+        "index": index,
         "confidence": _column(experiences, "confidence"),
         "correct": _column(experiences, "reward_acc"),
         "group": index // n,
@@ -77,7 +81,7 @@ def _calibration(prefix: str, rows: dict, keep: torch.Tensor, acc: torch.Tensor 
     return {f"{prefix}{k}": v for k, v in summary.items()}
 
 
-def _metrics(rows: dict, result: Any, experiences: list) -> dict[str, float]:
+def _metrics(rows: dict, result: Any, experiences: list, order: torch.Tensor) -> dict[str, float]:
     out = {f"rac/{k}": v for k, v in result.metrics.items()}
     corrupted = rows["level"] > 0
     clean_paired = (rows["pair"] >= 0) & ~corrupted
@@ -90,8 +94,8 @@ def _metrics(rows: dict, result: Any, experiences: list) -> dict[str, float]:
         m = mask & has
         if bool(m.any()):
             out[f"rac/{name}/confidence_mean"] = float(rows["confidence"][m].mean())
-    acc = _column(experiences, "acc") if all("acc" in e.info for e in experiences) else None
-    fmt = _column(experiences, "format_ok") if all("format_ok" in e.info for e in experiences) else None
+    acc = _column(experiences, "acc")[order] if all("acc" in e.info for e in experiences) else None
+    fmt = _column(experiences, "format_ok")[order] if all("format_ok" in e.info for e in experiences) else None
     out.update(_calibration("rac/calibration/", rows, ~corrupted, acc, fmt))
     out.update(_calibration("rac/corrupted/calibration/", rows, corrupted, acc, fmt))
     return out
@@ -113,13 +117,18 @@ def with_rac_bonus(compute: Callable[[Any, list], list], settings: PaperSettings
     def compute_with_bonus(self: Any, experiences: list) -> list:
         if any(e.index is None or e.rewards is None for e in experiences):
             raise ValueError("rac: an experience has no index or no rewards; the paper's bonuses cannot be placed")
-        rows = rollout_rows(experiences, int(self.args.rollout.n_samples_per_prompt))
+        unordered = rollout_rows(experiences, int(self.args.rollout.n_samples_per_prompt))
+        # in OpenRLHF's numbering: the k-th sample of a clean prompt meets the k-th of its corrupted copy
+        order = torch.argsort(unordered["index"])
+        rows = {k: v[order] for k, v in unordered.items()}
         pair, level = (rows["pair"], rows["level"]) if with_pairs else (None, None)
         result = rac_bonus(rows["confidence"], rows["correct"], rows["group"], pair, level, **options)
-        for experience, bonus in zip(experiences, result.bonus.split([len(e.index) for e in experiences])):
+        bonuses = torch.empty_like(result.bonus)
+        bonuses[order] = result.bonus
+        for experience, bonus in zip(experiences, bonuses.split([len(e.index) for e in experiences])):
             rewards = experience.rewards.to(torch.promote_types(experience.rewards.dtype, torch.float32))
             experience.rewards = rewards + bonus.to(rewards.dtype)
-        metrics = _metrics(rows, result, experiences)
+        metrics = _metrics(rows, result, experiences, order)
         metrics["rac/shaped_reward_mean"] = float(torch.cat([e.rewards.reshape(-1) for e in experiences]).double().mean())
         setattr(self, METRICS_ATTR, metrics)
         return compute(self, experiences)
