@@ -19,14 +19,55 @@ Calibration metrics (with the release's :func:`~rac_losses.metrics.calibration_s
 :mod:`rac_losses.metrics`, reward-side forms in :mod:`rac_losses.rewards`.
 """
 
-from rac_losses.candidate_confidence import CANDIDATE_METHODS, candidate_confidence
-from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
-from rac_losses.objective import RACConfig, RACOutput, RACPartners, rac_loss, rac_partner_loss, rac_partners
-from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
-from rac_losses.partners import Partners, partner_loss
-from rac_losses.ranking import ranking_group_loss, ranking_partners
-from rac_losses.shaping import RACBonus, corruption_bonus, rac_bonus, ranking_bonus
-from rac_losses.token_stats import TokenStats, token_stats_from_logits
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module that defines it. Importing ``rac_losses`` loads none of them (nor torch): a
+#: framework hook under ``rac_losses.integrations`` can be imported in every worker process at no cost,
+#: before the framework sets the process up (thread counts); each name loads its module on first use.
+_EXPORTS: dict[str, str] = {
+    "CANDIDATE_METHODS": "candidates", "candidate_confidence": "candidates",
+    "CONFIDENCE_METHODS": "confidence", "sequence_confidence": "confidence",
+    "RACConfig": "objective", "RACOutput": "objective", "RACPartners": "objective", "rac_loss": "objective",
+    "rac_partner_loss": "objective", "rac_partners": "objective",
+    "corruption_partners": "pairwise", "pairwise_corruption_loss": "pairwise",
+    "Partners": "partners", "partner_loss": "partners",
+    "ranking_group_loss": "ranking", "ranking_partners": "ranking",
+    "RACBonus": "shaping", "corruption_bonus": "shaping", "rac_bonus": "shaping", "ranking_bonus": "shaping",
+    "TokenStats": "token_stats", "token_stats_from_logits": "token_stats",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from rac_losses.candidates import CANDIDATE_METHODS, candidate_confidence
+    from rac_losses.confidence import CONFIDENCE_METHODS, sequence_confidence
+    from rac_losses.objective import RACConfig, RACOutput, RACPartners, rac_loss, rac_partner_loss, rac_partners
+    from rac_losses.pairwise import corruption_partners, pairwise_corruption_loss
+    from rac_losses.partners import Partners, partner_loss
+    from rac_losses.ranking import ranking_group_loss, ranking_partners
+    from rac_losses.shaping import RACBonus, corruption_bonus, rac_bonus, ranking_bonus
+    from rac_losses.token_stats import TokenStats, token_stats_from_logits
+
+
+#: submodules reachable as attributes of the package once it is imported (``rac_losses.metrics.ece``)
+_SUBMODULES = ("metrics", "rewards", "shaping", "verbalized", "corruption", "integrations")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"rac_losses.{name}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rac_losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"rac_losses.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+
 
 __all__ = [
     "CANDIDATE_METHODS",

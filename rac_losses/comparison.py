@@ -31,7 +31,7 @@ from rac_losses._validation import (
     check_shape,
 )
 
-__all__ = ["LINKS", "REDUCTIONS", "ComparisonTable", "apply_link", "comparison_loss", "group_members"]
+__all__ = ["LINKS", "REDUCTIONS", "ComparisonTable", "GroupLayout", "apply_link", "comparison_loss", "group_members"]
 
 LINKS: Final = ("logistic", "hinge", "squared_hinge")
 REDUCTIONS: Final = ("mean", "sum")
@@ -106,20 +106,52 @@ def group_members(key: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
         no row is eligible.
     """
     n = key.shape[0]
-    rows = eligible.nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return torch.full((n, 0), -1, dtype=torch.long, device=key.device)
-    _, inverse, counts = torch.unique(key[rows], return_inverse=True, return_counts=True)
-    order = torch.argsort(inverse, stable=True)
-    sorted_group = inverse[order]
-    starts = torch.cumsum(counts, 0) - counts
-    position = torch.arange(rows.numel(), device=key.device) - starts[sorted_group]
-    width = int(counts.max())
-    table = torch.full((counts.numel(), width), -1, dtype=torch.long, device=key.device)
-    table[sorted_group, position] = rows[order]
-    members = torch.full((n, width), -1, dtype=torch.long, device=key.device)
-    members[rows] = table[inverse]
+    layout = GroupLayout.of(key, eligible)
+    table = layout.scatter(layout.rows, -1)
+    members = torch.full((n, layout.width), -1, dtype=torch.long, device=key.device)
+    members[layout.rows] = table[layout.group, :]
     return members
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Where each eligible row sits in a padded ``[K, W]`` table of its group (``K`` groups, ``W`` the size
+    of the largest), rows of a group in row order.
+
+    Attributes:
+        rows: ``[M]`` int64, the eligible rows, grouped (by group, then row index).
+        group: ``[M]`` int64, each of those rows' group, ``0..K-1``.
+        position: ``[M]`` int64, its slot in the group's line.
+        groups: ``K``; width: ``W`` (both 0 when no row is eligible).
+    """
+
+    rows: torch.Tensor
+    group: torch.Tensor
+    position: torch.Tensor
+    groups: int
+    width: int
+
+    @classmethod
+    def of(cls, key: torch.Tensor, eligible: torch.Tensor) -> GroupLayout:
+        """The layout of the ``eligible`` ``[N]`` bool rows by ``key`` ``[N]`` integer ids (any values)."""
+        rows = eligible.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return cls(rows, rows, rows, 0, 0)
+        _, inverse, counts = torch.unique(key[rows], return_inverse=True, return_counts=True)
+        order = torch.argsort(inverse, stable=True)
+        group = inverse[order]
+        position = torch.arange(rows.numel(), device=key.device) - (torch.cumsum(counts, 0) - counts)[group]
+        return cls(rows[order], group, position, counts.numel(), int(counts.max()))
+
+    def scatter(self, values: torch.Tensor, fill: float | int) -> torch.Tensor:
+        """``[K, W]``: ``values`` ``[M]`` (one per row of :attr:`rows`) in their slots, ``fill`` elsewhere."""
+        table = values.new_full((self.groups, self.width), fill)
+        table[self.group, self.position] = values
+        return table
+
+    def gather(self, table: torch.Tensor) -> torch.Tensor:
+        """``[M]``: each row's slot of a ``[K, W]`` table (the inverse of :meth:`scatter`)."""
+        return table[self.group, self.position]
 
 
 def comparison_loss(

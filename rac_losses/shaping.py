@@ -29,7 +29,7 @@ import torch
 
 from rac_losses._dtypes import working_dtype
 from rac_losses._validation import check_finite, check_float_tensor, check_index_tensor, check_number, check_same_device
-from rac_losses.comparison import group_members
+from rac_losses.comparison import GroupLayout
 
 __all__ = ["RACBonus", "corruption_bonus", "rac_bonus", "ranking_bonus"]
 
@@ -60,15 +60,24 @@ def _check_real(x: object, name: str, n: int) -> torch.Tensor:
 
 
 def _ranking(c: torch.Tensor, valid: torch.Tensor, acc: torch.Tensor, group: torch.Tensor, margin: float):
-    members = group_members(group, valid)
-    partner = members.clamp_min(0)
-    row = torch.arange(c.shape[0], device=c.device).unsqueeze(1)
-    diff = acc.unsqueeze(1) - acc[partner]
-    compared = (members >= 0) & (members != row) & (diff.abs() >= ACCURACY_TIE)
-    hinge = (-torch.sign(diff) * (c.unsqueeze(1) - c[partner]) + margin).clamp_min(0)
-    count = compared.sum(1)
-    total = torch.where(compared, hinge, hinge.new_zeros(())).sum(1)
-    return torch.where(count > 0, -total / count.clamp_min(1), total.new_zeros(())), count
+    """``(bonus [N], comparisons [N])``. Each group's valid rows are laid out in one line of a ``[K, W]``
+    table and compared all against all by broadcasting (``[K, W, W]``), with no per-row gathers."""
+    layout = GroupLayout.of(group, valid)
+    bonus, count = c.new_zeros(c.shape), torch.zeros(c.shape, dtype=torch.long, device=c.device)
+    if layout.groups == 0:
+        return bonus, count
+    conf = layout.scatter(c[layout.rows], 0.0)
+    correct = layout.scatter(acc[layout.rows], float("nan"))  # padding slots compare with nothing
+    diff = correct.unsqueeze(2) - correct.unsqueeze(1)
+    # sign(acc_i - acc_j), 0 for ties (and the row itself, and padding: NaN compares false)
+    sign = (diff >= ACCURACY_TIE).to(c.dtype) - (diff <= -ACCURACY_TIE).to(c.dtype)
+    hinge = (conf.unsqueeze(2) - conf.unsqueeze(1)).mul_(sign).neg_().add_(margin).clamp_min_(0)
+    compared = sign.abs_()
+    total, n = hinge.mul_(compared).sum(2), compared.sum(2)
+    mean = torch.where(n > 0, -total / n.clamp_min(1), total.new_zeros(()))
+    bonus[layout.rows] = layout.gather(mean)
+    count[layout.rows] = layout.gather(n).long()
+    return bonus, count
 
 
 def _couples(group: torch.Tensor, pair: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rac_losses.candidate_confidence import CANDIDATE_METHODS, candidate_confidence
+from rac_losses.candidates import CANDIDATE_METHODS, candidate_confidence
 
 
 def _reference(scores: torch.Tensor, mask: torch.Tensor, method: str, normalize: bool) -> torch.Tensor:

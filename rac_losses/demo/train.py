@@ -36,7 +36,7 @@ class ArmSpec:
 
     ``pair_confidence`` is a :func:`rac_losses.sequence_confidence` method (computed on the sampled
     response, via :func:`rac_losses.rac_loss`), or ``"candidate_neg_entropy"`` (the negative entropy of the
-    policy's distribution over the question's valid answers, :func:`rac_losses.candidate_confidence.candidate_confidence`,
+    policy's distribution over the question's valid answers, :func:`rac_losses.candidate_confidence`,
     fed to :func:`rac_losses.pairwise_corruption_loss`). ``pair_anchor`` (candidate confidence only) weighs
     ``-log P(answer is a valid candidate)`` on the corrupted twins (``method="log_mass"``): the entropy over
     the candidates is blind to mass outside them, and without the anchor the policy was seen to answer

@@ -102,7 +102,7 @@ def test_core_never_imports_the_demo() -> None:
     import sys
 
     code = (
-        "import sys, rac_losses, rac_losses.metrics, rac_losses.rewards, rac_losses.candidate_confidence; "
+        "import sys, rac_losses, rac_losses.metrics, rac_losses.rewards, rac_losses.candidates; "
         "assert not any(m.startswith('rac_losses.demo') for m in sys.modules), sorted(sys.modules)"
     )
     # cwd outside the repository root, whose source folder rac_losses/ would shadow the installed package
