@@ -19,10 +19,44 @@ from types import MappingProxyType
 
 import numpy as np
 
-__all__ = ["Corruption", "register", "register_u8", "get", "REGISTRY", "FAMILIES", "SEVERITIES"]
+__all__ = [
+    "Corruption", "register", "register_u8", "get", "REGISTRY", "FAMILIES", "SEVERITIES", "SOURCES",
+    "LEVELS", "corruption_level", "severity_for_level",
+]
 
 #: Valid severities, as in ImageNet-C.
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+#: The RAC paper's corruption levels ``severity / 5`` (its file names: ``T0.2`` ... ``T1.0``).
+LEVELS: tuple[float, ...] = tuple(s / 5 for s in SEVERITIES)
+
+
+def corruption_level(severity: int) -> float:
+    """The RAC paper's corruption level of a severity: ``severity / 5`` (0 for a clean image).
+
+    Raises:
+        ValueError: if ``severity`` is not an int in 0..5.
+    """
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 0 <= int(severity) <= 5:
+        raise ValueError(f"severity must be an int in 0..5 (0 = clean), got {severity!r}")
+    return int(severity) / 5
+
+
+def severity_for_level(level: float) -> int:
+    """The severity of a RAC corruption level (``0.2 -> 1`` ... ``1.0 -> 5``, ``0 -> 0``).
+
+    Raises:
+        ValueError: if ``level`` is not (within 1e-6) one of 0, 0.2, 0.4, 0.6, 0.8, 1.0.
+    """
+    try:
+        s = round(float(level) * 5)
+    except (TypeError, ValueError):
+        raise ValueError(f"level must be one of 0, 0.2, 0.4, 0.6, 0.8, 1.0, got {level!r}") from None
+    if not 0 <= s <= 5 or abs(float(level) * 5 - s) > 5e-6:
+        raise ValueError(f"level must be one of 0, 0.2, 0.4, 0.6, 0.8, 1.0, got {level!r}")
+    return s
+
+#: Where a corruption's definition comes from.
+SOURCES: tuple[str, ...] = ("imagenet-c", "imagenet-c-validation", "vlm", "rac-release")
 
 #: Families, in display order.
 FAMILIES: tuple[str, ...] = ("noise", "blur", "weather", "digital", "occlusion")
@@ -37,7 +71,8 @@ class Corruption:
     Attributes:
         name: the public name (e.g. ``"gaussian_noise"``).
         family: one of :data:`FAMILIES`.
-        source: ``"imagenet-c"``, ``"imagenet-c-validation"`` or ``"vlm"``.
+        source: one of :data:`SOURCES` (``"rac-release"``: the RAC release's variant of an ImageNet-C
+            corruption, see :mod:`.rac`).
         fn: the implementation (see module docstring for its contract).
         needs_rgb: whether ``fn`` requires 3 channels.
         severity_dependent: ``False`` for corruptions that ignore the severity (``gray_mask``, ``blank``).
@@ -77,8 +112,8 @@ def register(
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    if source not in ("imagenet-c", "imagenet-c-validation", "vlm"):
-        raise ValueError(f"source must be 'imagenet-c', 'imagenet-c-validation' or 'vlm', got {source!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
         if name in _REGISTRY:

@@ -9,8 +9,9 @@ from PIL import Image
 from conftest import all_modes
 from _images import natural_image
 from rac_losses.corruption import (
-    CORRUPTIONS, FAMILIES, IMAGENET_C, IMAGENET_C_VALIDATION, SEVERITIES, VLM_CORRUPTIONS, corrupt,
+    CORRUPTIONS, FAMILIES, IMAGENET_C, IMAGENET_C_VALIDATION, RAC_VARIANTS, SEVERITIES, VLM_CORRUPTIONS, corrupt,
 )
+from rac_losses.corruption._registry import REGISTRY
 
 NAMES = list(CORRUPTIONS)
 SIZES = [(1, 1), (3, 5), (17, 255)]  # (H, W); 1024x768 below
@@ -22,7 +23,11 @@ def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def test_catalogue() -> None:
     assert len(IMAGENET_C) == 15 and len(IMAGENET_C_VALIDATION) == 4
-    assert set(CORRUPTIONS) == set(IMAGENET_C) | set(IMAGENET_C_VALIDATION) | set(VLM_CORRUPTIONS)
+    assert set(CORRUPTIONS) == set(IMAGENET_C) | set(IMAGENET_C_VALIDATION) | set(VLM_CORRUPTIONS) | set(RAC_VARIANTS)
+    assert list(CORRUPTIONS) == [*IMAGENET_C, *IMAGENET_C_VALIDATION, *VLM_CORRUPTIONS, *RAC_VARIANTS]
+    assert {n for n, c in REGISTRY.items() if c.source == "rac-release"} == set(RAC_VARIANTS)
+    for n in RAC_VARIANTS:  # each variant's family is the ImageNet-C original's
+        assert CORRUPTIONS[n] == CORRUPTIONS[n.removesuffix("_rac")]
     assert set(CORRUPTIONS.values()) <= set(FAMILIES)
     assert CORRUPTIONS["gaussian_noise"] == "noise" and CORRUPTIONS["frost"] == "weather"
     assert CORRUPTIONS["glass_blur"] == "blur" and CORRUPTIONS["pixelate"] == "digital"

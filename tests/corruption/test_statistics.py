@@ -237,6 +237,8 @@ PIECEWISE = {
     "saturate": [(1, 2), (3, 4, 5)],  # x0.3, x0.1 (desaturate) then x2, x5+0.1, x20+0.2 (oversaturate)
     "spatter": [(1, 2, 3), (4, 5)],  # water drops, then mud
     "pixelate": [(2, 3, 4, 5)],  # factor 0.5 (exact 2x2 blocks) can deviate less than 0.6 (uneven resampling)
+    # the RAC release's own table: severities 1-2 warp far more than 3-5 (test_rac_variants checks it)
+    "elastic_transform_rac": [(1, 2), (3, 4, 5)],
 }
 
 
@@ -248,7 +250,8 @@ def test_severity_monotone(name: str) -> None:
         ok_mad = (np.diff(mad[idx]) > 0).all()
         ok_ssim = (np.diff(drop[idx]) > 0).all()
         assert ok_mad or ok_ssim, f"{name}: MAD {mad.round(2)}, SSIM drop {drop.round(3)}"
-    assert mad[4] > mad[0] or drop[4] > drop[0]
+    if name != "elastic_transform_rac":
+        assert mad[4] > mad[0] or drop[4] > drop[0]
 
 
 @pytest.mark.parametrize("name", SEVERITY_INDEPENDENT)
