@@ -106,7 +106,7 @@ def group_members(key: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
         no row is eligible.
     """
     n = key.shape[0]
-    layout = GroupLayout.of(key, eligible)
+    layout = GroupLayout.of(key).restrict(eligible)
     table = layout.scatter(layout.rows, -1)
     members = torch.full((n, layout.width), -1, dtype=torch.long, device=key.device)
     members[layout.rows] = table[layout.group, :]
@@ -115,14 +115,14 @@ def group_members(key: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GroupLayout:
-    """Where each eligible row sits in a padded ``[K, W]`` table of its group (``K`` groups, ``W`` the size
-    of the largest), rows of a group in row order.
+    """Where each row sits in a padded ``[K, W]`` table of its group (``K`` groups, ``W`` the size of the
+    largest), rows of a group in row order.
 
     Attributes:
-        rows: ``[M]`` int64, the eligible rows, grouped (by group, then row index).
-        group: ``[M]`` int64, each of those rows' group, ``0..K-1``.
+        rows: ``[M]`` int64, the rows laid out, grouped (by key, then row index).
+        group: ``[M]`` int64, each of those rows' group, ``0..K-1`` (in key order).
         position: ``[M]`` int64, its slot in the group's line.
-        groups: ``K``; width: ``W`` (both 0 when no row is eligible).
+        groups: ``K``; width: ``W`` (both 0 when no row is laid out).
     """
 
     rows: torch.Tensor
@@ -132,16 +132,29 @@ class GroupLayout:
     width: int
 
     @classmethod
-    def of(cls, key: torch.Tensor, eligible: torch.Tensor) -> GroupLayout:
-        """The layout of the ``eligible`` ``[N]`` bool rows by ``key`` ``[N]`` integer ids (any values)."""
-        rows = eligible.nonzero().squeeze(1)
-        if rows.numel() == 0:
+    def of(cls, key: torch.Tensor) -> GroupLayout:
+        """The layout of all rows by ``key`` ``[N]`` integer ids (any values): one stable sort."""
+        order = torch.argsort(key, stable=True)
+        return cls._grouped(order, key[order])
+
+    def restrict(self, eligible: torch.Tensor) -> GroupLayout:
+        """The same layout over the ``eligible`` ``[N]`` bool rows only (groups left empty are dropped,
+        the others renumbered in order); no sort."""
+        keep = eligible[self.rows]
+        return self._grouped(self.rows[keep], self.group[keep])
+
+    @classmethod
+    def _grouped(cls, rows: torch.Tensor, key: torch.Tensor) -> GroupLayout:
+        """From ``rows`` ``[M]`` already grouped and their ``key`` ``[M]`` (equal keys adjacent)."""
+        m = rows.numel()
+        if m == 0:
             return cls(rows, rows, rows, 0, 0)
-        _, inverse, counts = torch.unique(key[rows], return_inverse=True, return_counts=True)
-        order = torch.argsort(inverse, stable=True)
-        group = inverse[order]
-        position = torch.arange(rows.numel(), device=key.device) - (torch.cumsum(counts, 0) - counts)[group]
-        return cls(rows[order], group, position, counts.numel(), int(counts.max()))
+        starts = torch.ones(m, dtype=torch.bool, device=rows.device)
+        starts[1:] = key[1:] != key[:-1]
+        group = torch.cumsum(starts, 0) - 1
+        counts = torch.bincount(group)
+        position = torch.arange(m, device=rows.device) - (torch.cumsum(counts, 0) - counts)[group]
+        return cls(rows, group, position, counts.numel(), int(counts.max()))
 
     def scatter(self, values: torch.Tensor, fill: float | int) -> torch.Tensor:
         """``[K, W]``: ``values`` ``[M]`` (one per row of :attr:`rows`) in their slots, ``fill`` elsewhere."""

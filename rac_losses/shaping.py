@@ -59,45 +59,60 @@ def _check_real(x: object, name: str, n: int) -> torch.Tensor:
     return x
 
 
-def _ranking(c: torch.Tensor, valid: torch.Tensor, acc: torch.Tensor, group: torch.Tensor, margin: float):
+#: Elements of a ``[groups, W, W]`` comparison chunk (float64: 256 KiB, within a core's L2 cache).
+_CHUNK_ELEMENTS = 32768
+
+
+def _hinge_sums(conf: torch.Tensor, correct: torch.Tensor, present: torch.Tensor, margin: float):
+    """``[G, W]`` lines of groups -> each slot's ``(sum of hinges [G, W], comparisons [G, W])``."""
+    # better[g, a, b]: row a beats row b by more than a tie (padding slots compare with nothing; a mask,
+    # not NaN padding: NaN arithmetic is several times slower on CPUs). Row a's hinges against worse rows
+    # are line a of `hinge`; against better rows, column a (the same pair seen from b).
+    better = ((correct.unsqueeze(2) - correct.unsqueeze(1)) >= ACCURACY_TIE).logical_and_(present.unsqueeze(2))
+    better.logical_and_(present.unsqueeze(1))
+    hinge = (conf.unsqueeze(1) - conf.unsqueeze(2)).add_(margin).clamp_min_(0).mul_(better)
+    return hinge.sum(2).add_(hinge.sum(1)), torch.count_nonzero(better, 2).add_(torch.count_nonzero(better, 1))
+
+
+def _ranking(c: torch.Tensor, valid: torch.Tensor, acc: torch.Tensor, groups: GroupLayout, margin: float):
     """``(bonus [N], comparisons [N])``. Each group's valid rows are laid out in one line of a ``[K, W]``
-    table and compared all against all by broadcasting (``[K, W, W]``), with no per-row gathers."""
-    layout = GroupLayout.of(group, valid)
+    table and compared all against all by broadcasting, ``[G, W, W]`` for chunks of ``G`` groups."""
+    layout = groups.restrict(valid)
     bonus, count = c.new_zeros(c.shape), torch.zeros(c.shape, dtype=torch.long, device=c.device)
     if layout.groups == 0:
         return bonus, count
     conf = layout.scatter(c[layout.rows], 0.0)
-    correct = layout.scatter(acc[layout.rows], float("nan"))  # padding slots compare with nothing
-    diff = correct.unsqueeze(2) - correct.unsqueeze(1)
-    # sign(acc_i - acc_j), 0 for ties (and the row itself, and padding: NaN compares false)
-    sign = (diff >= ACCURACY_TIE).to(c.dtype) - (diff <= -ACCURACY_TIE).to(c.dtype)
-    hinge = (conf.unsqueeze(2) - conf.unsqueeze(1)).mul_(sign).neg_().add_(margin).clamp_min_(0)
-    compared = sign.abs_()
-    total, n = hinge.mul_(compared).sum(2), compared.sum(2)
+    correct = layout.scatter(acc[layout.rows], 0.0)
+    present = layout.scatter(torch.ones_like(layout.rows, dtype=torch.bool), False)
+    total = torch.empty_like(conf)
+    n = torch.empty(conf.shape, dtype=torch.long, device=c.device)
+    step = max(1, _CHUNK_ELEMENTS // layout.width**2)  # groups per chunk: [step, W, W] stays in cache
+    for lo in range(0, layout.groups, step):
+        sl = slice(lo, lo + step)
+        total[sl], n[sl] = _hinge_sums(conf[sl], correct[sl], present[sl], margin)
     mean = torch.where(n > 0, -total / n.clamp_min(1), total.new_zeros(()))
     bonus[layout.rows] = layout.gather(mean)
     count[layout.rows] = layout.gather(n).long()
     return bonus, count
 
 
-def _couples(group: torch.Tensor, pair: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _couples(groups: GroupLayout, pair: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (clean row, corrupted row) the release pairs, before the accuracy and confidence filter."""
-    n = group.shape[0]
-    index = torch.arange(n, device=group.device)
-    _, gid, size = torch.unique(group, return_inverse=True, return_counts=True)
-    k = size.numel()
-    order = torch.argsort(gid, stable=True)  # rows by group, in row order inside each group
+    n = pair.shape[0]
+    index = torch.arange(n, device=pair.device)
+    order, k = groups.rows, groups.groups
+    gid, rank = torch.empty_like(index), torch.empty_like(index)
+    gid[order], rank[order] = groups.group, groups.position
+    size = torch.bincount(groups.group, minlength=k)
     start = torch.cumsum(size, 0) - size
-    rank = torch.empty_like(index)
-    rank[order] = index - start[gid[order]]
     first = order[start]  # [K] first row of each group
     g_pair, g_noisy = pair[first], level[first] > 0
     same = (pair == g_pair[gid]) & ((level > 0) == g_noisy[gid])
     if not bool(same.all()):
         bad = int((~same).nonzero()[0, 0])
         raise ValueError(
-            f"rows of one group must share pair and clean/corrupted level; row {bad} (group {int(group[bad])}) "
-            "differs from its group's first row"
+            f"rows of one group must share pair and clean/corrupted level; row {bad} differs from the first "
+            f"row of its group (row {int(first[gid[bad]])})"
         )
     paired = g_pair >= 0
     # ordinal of each group among the groups of its (pair id, clean/corrupted) in order of first row
@@ -107,8 +122,8 @@ def _couples(group: torch.Tensor, pair: torch.Tensor, level: torch.Tensor) -> tu
     in_bucket = torch.argsort(bucket, stable=True)
     bucket_sorted = bucket[in_bucket]
     bucket_start = torch.searchsorted(bucket_sorted, bucket_sorted, right=False)
-    ordinal = torch.empty(k, dtype=torch.long, device=group.device)
-    ordinal[by_first[in_bucket]] = torch.arange(k, device=group.device) - bucket_start
+    ordinal = torch.empty(k, dtype=torch.long, device=pair.device)
+    ordinal[by_first[in_bucket]] = torch.arange(k, device=pair.device) - bucket_start
     # couple key: (pair id, ordinal); each clean group's key is unique, look corrupted groups' keys up
     _, pair_index = torch.unique(g_pair, return_inverse=True)
     key = pair_index * (k + 1) + ordinal
@@ -120,7 +135,7 @@ def _couples(group: torch.Tensor, pair: torch.Tensor, level: torch.Tensor) -> tu
         return empty, empty
     at = torch.searchsorted(clean_keys, key[noisy_groups]).clamp_max(clean_keys.numel() - 1)
     found = clean_keys[at] == key[noisy_groups]
-    match = torch.full((k,), -1, dtype=torch.long, device=group.device)
+    match = torch.full((k,), -1, dtype=torch.long, device=pair.device)
     match[noisy_groups[found]] = clean_groups[clean_order[at[found]]]
     # the k-th corrupted row meets the k-th row of the matched clean group
     partner_group = match[gid]
@@ -131,8 +146,8 @@ def _couples(group: torch.Tensor, pair: torch.Tensor, level: torch.Tensor) -> tu
     return clean, corrupted
 
 
-def _corruption(c, valid, acc, group, pair, level, margin, alpha):
-    clean, corrupted = _couples(group, pair, level)
+def _corruption(c, valid, acc, groups, pair, level, margin, alpha):
+    clean, corrupted = _couples(groups, pair, level)
     counted = (acc[clean] > 0.5) & valid[clean] & valid[corrupted]
     clean, corrupted = clean[counted], corrupted[counted]
     gap = c[clean] - c[corrupted]
@@ -182,7 +197,7 @@ def ranking_bonus(
     c, valid, acc, group = _check_rows(confidence, correct, group)
     margin = check_number(margin, "margin")
     check_same_device([("confidence", confidence), ("correct", correct), ("group", group)])
-    bonus, _ = _ranking(c, valid, acc, group, margin)
+    bonus, _ = _ranking(c, valid, acc, GroupLayout.of(group), margin)
     return bonus.to(working_dtype(confidence))
 
 
@@ -217,7 +232,7 @@ def corruption_bonus(
     pair, level = _check_pairs(pair, level, c.shape[0])
     margin, alpha = check_number(margin, "margin"), check_number(alpha, "alpha")
     check_same_device([("confidence", confidence), ("correct", correct), ("group", group), ("pair", pair), ("level", level)])
-    bonus, _ = _corruption(c, valid, acc, group, pair, level, margin, alpha)
+    bonus, _ = _corruption(c, valid, acc, GroupLayout.of(group), pair, level, margin, alpha)
     return bonus.to(working_dtype(confidence))
 
 
@@ -273,13 +288,14 @@ def rac_bonus(
     c, valid, acc, group = _check_rows(confidence, correct, group)
     rank_margin = check_number(rank_margin, "rank_margin")
     check_same_device([("confidence", confidence), ("correct", correct), ("group", group)])
-    ranking, comparisons = _ranking(c, valid, acc, group, rank_margin)
+    groups = GroupLayout.of(group)
+    ranking, comparisons = _ranking(c, valid, acc, groups, rank_margin)
     corruption, gap = torch.zeros_like(c), c[:0]
     if pair is not None:
         pair, level = _check_pairs(pair, level, c.shape[0])
         pair_margin, alpha = check_number(pair_margin, "pair_margin"), check_number(alpha, "alpha")
         check_same_device([("confidence", confidence), ("correct", correct), ("group", group), ("pair", pair), ("level", level)])
-        corruption, gap = _corruption(c, valid, acc, group, pair, level, pair_margin, alpha)
+        corruption, gap = _corruption(c, valid, acc, groups, pair, level, pair_margin, alpha)
     bonus = rank_coef * ranking + pair_coef * corruption
     metrics = {
         "rank/bonus_mean": float(ranking.mean()) if ranking.numel() else 0.0,

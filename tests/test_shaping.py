@@ -156,6 +156,21 @@ def test_large_batch_matches_loop_and_no_quadratic_table():
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_elements", [1, 50, 32768])
+def test_ranking_in_chunks_equals_the_loop(monkeypatch, chunk_elements):
+    """The comparisons run over chunks of groups (1 group per chunk, a few, all at once): same result."""
+    import rac_losses.shaping as shaping
+
+    monkeypatch.setattr(shaping, "_CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(1)
+    group = torch.randint(0, 40, (300,), generator=g)
+    conf = torch.randint(-1, 11, (300,), generator=g).double() / 10  # -0.1: missing
+    acc = torch.randint(0, 5, (300,), generator=g).double() / 4
+    got = ranking_bonus(conf, acc, group)
+    expected = ranking_loop(conf.tolist(), acc.tolist(), group.tolist())
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "kwargs,err,match",
     [
