@@ -13,7 +13,8 @@ estimator. Options (``--rac.NAME VALUE``; defaults are the release's):
 - ``corruption.source``: ``generate`` (a corrupted copy of a prompt's images, made on the fly), ``dataset``
   (the dataset's own pairs: columns ``pair_id``, ``is_noisy``, ``corruption_level``) or ``off``;
 - ``corruption.fraction`` (1.0): the share of image prompts that get a generated copy;
-- ``corruption.names`` (the release's 8), ``corruption.severities`` (1,2,3), ``corruption.weights``
+- ``corruption.names`` (the release's 8 with its own definitions, the ``paper`` preset of
+  :mod:`rac_losses.corruption`), ``corruption.severities`` (1,2,3), ``corruption.weights``
   (0.5,0.4,0.1: the paper's mix of levels 0.2/0.4/0.6), ``corruption.seed`` (0).
 
 :class:`RACLabel` carries each prompt's pair id, corruption level, training step and answer options through
@@ -27,21 +28,15 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
 from typing import Any
 
-from rac_losses.corruption import CorruptionPolicy
+from rac_losses.corruption import PAPER_CORRUPTIONS, CorruptionPolicy
 
-__all__ = ["FORMULATIONS", "PAPER_CORRUPTIONS", "PaperSettings", "RACLabel", "paper_option_names"]
+__all__ = ["FORMULATIONS", "PaperSettings", "RACLabel", "paper_option_names"]
 
 #: ``--rac.formulation`` values; the first is the default.
 FORMULATIONS = ("reward", "loss")
 
-#: The release's 8 corruptions (ImageNet-C's definitions of the three the release redefines).
-PAPER_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "fog", "brightness", "contrast", "elastic_transform",
-    "jpeg_compression",
-)
 _SOURCES = ("generate", "dataset", "off")
 _REWARD_KEYS = ("format_coef", "format_warmup_steps", "format_warmup_start", "tail_penalty_coef", "multiple_choice")
 _BONUS_KEYS = ("rank_coef", "pair_coef", "rank_margin", "pair_margin", "alpha")
@@ -124,21 +119,6 @@ def _items(text: Any) -> list[str]:
     raise ValueError(f"expected a comma-separated list, got {text!r}")
 
 
-def _weighted_severities(severities: Sequence[int], weights: Sequence[float]) -> tuple[int, ...]:
-    """Severities repeated in proportion to ``weights`` (``CorruptionPolicy`` draws uniformly over them)."""
-    if len(weights) != len(severities):
-        raise ValueError(
-            f"rac.corruption.weights: {len(weights)} weights for {len(severities)} severities (one each)"
-        )
-    if not any(weights):
-        raise ValueError("rac.corruption.weights: at least one weight must be > 0")
-    fractions = [Fraction(w).limit_denominator(1000) for w in weights]
-    scale = math.lcm(*(f.denominator for f in fractions))
-    counts = [int(f * scale) for f in fractions]
-    common = math.gcd(*counts)
-    return tuple(s for s, c in zip(severities, counts) for _ in range(c // common))
-
-
 @dataclasses.dataclass(frozen=True)
 class PaperSettings:
     """Validated options of the reward formulation (see the module docstring)."""
@@ -171,10 +151,11 @@ class PaperSettings:
 
     @property
     def policy(self) -> CorruptionPolicy:
-        """The generated copies' corruption: ``(name, severity)`` uniform over names x weighted severities."""
+        """The generated copies' corruption: a name drawn uniformly, a severity by weight (as
+        ``rac-corrupt pairs`` draws them for the same seed)."""
         return CorruptionPolicy(
-            names=self.names, severities=_weighted_severities(self.severities, self.weights),
-            fraction=self.fraction, seed=self.seed,
+            names=self.names, severities=self.severities, severity_weights=self.weights, fraction=self.fraction,
+            seed=self.seed,
         )
 
     @property

@@ -12,6 +12,7 @@ import sys
 import pytest
 import ray
 
+from rac_losses.corruption import CorruptionPolicy
 from rac_losses.integrations.openrlhf import launcher
 from rac_losses.integrations.openrlhf.options import ENV_VAR, PAPER_ENV_VAR, paper_from_env, settings_from_env
 from rac_losses.integrations.openrlhf.paper import PaperSettings, paper_option_names
@@ -241,7 +242,7 @@ def test_reward_formulation_adds_the_shipped_reward_file_when_none_is_named(open
         (["--rac.alpha", "-1"], "rac.alpha"),
         (["--rac.schema", "maybe"], "rac.schema"),
         (["--rac.corruption.source", "web"], "rac.corruption.source"),
-        (["--rac.corruption.weights", "1,1"], "3 severities"),
+        (["--rac.corruption.weights", "1,1"], "one weight per severity (3)"),
         (["--rac.corruption.names", "nope"], "nope"),
         (["--rac.corruption.fraction", "1.5"], "fraction"),
         (["--rollout.batch_size", "63"], "must be even"),
@@ -268,7 +269,7 @@ def test_reward_formulation_on_a_text_only_run_has_no_pairs(caplog):
 
 def test_paper_settings_round_trip_through_the_environment():
     settings = PaperSettings.from_options({"corruption.weights": "1,1,2", "corruption.source": "dataset", "schema": "false"})
-    assert settings.policy.severities == (1, 2, 3, 3)  # drawn uniformly: the weights 1/4, 1/4, 1/2
+    assert (settings.policy.severities, settings.policy.severity_weights) == ((1, 2, 3), (1.0, 1.0, 2.0))
     env = launcher.runtime_env(settings)["env_vars"]
     assert paper_from_env(env) == settings and PAPER_ENV_VAR in env and ENV_VAR not in env
-    assert PaperSettings().policy.severities == (1,) * 5 + (2,) * 4 + (3,)  # the paper's 50/40/10
+    assert PaperSettings().policy == CorruptionPolicy.paper()  # the paper's 8 corruptions, 50/40/10
