@@ -6,12 +6,15 @@ Examples::
     rac-corrupt preview photo.jpg -o sheet.png --names gaussian_noise,fog,patch_mask --cell 256
     rac-corrupt dataset train.parquet train_corrupted.parquet --image-column images \\
         --names gaussian_noise motion_blur --severities 1-5 --seed 0
+    rac-corrupt pairs train.parquet data/train --severities 1-5 --mix 0.2:0.5,0.4:0.4,0.6:0.1 --names paper
+    rac-corrupt testsets mathverse/test.parquet data/mathverse --prefix mathverse
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +27,9 @@ __all__ = ["main"]
 def _names(values: Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
     from .dataset import names_from
 
-    names = names_from(values, default)
+    from .presets import resolve_names
+
+    names = resolve_names(names_from(values, default))
     for n in names:
         get(n)
     return names
@@ -54,7 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     ds.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never the input)")
     ds.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.epilog = "corruptions: " + ", ".join(CORRUPTIONS)
+    for cmd, help_ in (("pairs", "the paper's paired training sets (one per severity) and the mixed main set"),
+                       ("testsets", "the paper's corrupted test sets (one per severity)")):
+        c = sub.add_parser(cmd, help=help_)
+        c.add_argument("input", help="input parquet (only read)")
+        c.add_argument("out_dir", help="output folder (created; must hold nothing but this command's outputs)")
+        c.add_argument("--severities", default="1-5", help="e.g. 1-5, 3, 1,3,5 (default 1-5)")
+        if cmd == "pairs":
+            c.add_argument("--mix", default="0.2:0.5,0.4:0.4,0.6:0.1",
+                           help="level:share,... of train_pair_main.parquet's corrupted halves, or 'none' (default: the paper's)")
+        else:
+            c.add_argument("--prefix", default=None, help="output file-name prefix (default: the input's name)")
+        c.add_argument("--names", nargs="+", default=["paper"],
+                       help="corruptions or a preset: paper (default: the release's 8), paper-imagenet-c, imagenet-c")
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--image-column", default="auto",
+                       help="column with images: bytes / {'bytes': ...} / paths / chat messages (default: auto)")
+        c.add_argument("--image-root", default=None, help="folder for relative image paths (default: the input's folder)")
+        c.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+        c.add_argument("--overwrite", action="store_true", help="regenerate every output, replacing files named like them")
+        c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.epilog = "corruptions: " + ", ".join(CORRUPTIONS) + "; presets: paper, paper-imagenet-c, imagenet-c"
     return p
 
 
@@ -79,6 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise DatasetError(f"cannot read image {args.image}: {e}") from None
             contact_sheet(img, names, cell=args.cell, seed=args.seed).save(args.output)
             print(f"wrote {args.output} ({len(names)} corruptions x clean + 5 severities)")
+            return 0
+        if args.command in ("pairs", "testsets"):
+            from .pairs import build_pairs, build_testsets
+
+            opts = dict(severities=parse_severities(args.severities), names=_names(args.names, ()), seed=args.seed,
+                        image_column=args.image_column, image_root=args.image_root, workers=args.workers,
+                        overwrite=args.overwrite, progress=not args.no_progress)
+            if args.command == "pairs":
+                mix = None if args.mix.strip().lower() == "none" else args.mix
+                done = build_pairs(args.input, args.out_dir, mix=mix, **opts)
+            else:
+                done = build_testsets(args.input, args.out_dir, prefix=args.prefix, **opts)
+            for fname, n in done.items():
+                print(f"{os.path.join(args.out_dir, fname)}: {n} rows")
             return 0
         job = DatasetJob(_names(args.names, IMAGENET_C), parse_severities(args.severities), args.seed, args.sample)
         n = corrupt_dataset(args.input, args.output, image_column=args.image_column, job=job, workers=args.workers,

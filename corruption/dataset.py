@@ -31,7 +31,7 @@ from PIL import Image
 from ._api import corrupt
 from .policy import CorruptionPolicy
 
-__all__ = ["DatasetError", "DatasetJob", "corrupt_dataset"]
+__all__ = ["DatasetError", "DatasetJob", "corrupt_dataset", "resolve_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def corrupt_dataset(
     col_type = schema.field(image_column).type
     n_rows = pf.metadata.num_rows
     per_row = len(job.combos(0))
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = resolve_workers(workers)
 
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), prefix=f".{os.path.basename(dst)}.", suffix=".tmp")
     os.close(fd)
@@ -237,6 +237,19 @@ def corrupt_dataset(
             os.unlink(tmp)
         if threading_is_main():
             signal.signal(signal.SIGTERM, old_term)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``None`` -> the CPU count (at least 1); otherwise ``workers`` (0 and 1 both mean this process).
+
+    Raises:
+        ValueError: if ``workers`` is negative or not an int.
+    """
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a non-negative int or None (all CPUs), got {workers!r}")
+    return workers
 
 
 def threading_is_main() -> bool:

@@ -134,3 +134,25 @@ def test_killed_run_leaves_no_output(tmp_path: Path, sig: int) -> None:
         assert proc.returncode == 130
         assert not list(tmp_path.glob(".out.parquet.*"))  # temp file cleaned up
     assert _sha(src) == before
+
+
+def test_workers_zero_runs_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `os.cpu_count() or 1 if workers is None else workers` read as `cpu_count or (...)`: workers=0 started a pool
+    from rac_losses.corruption import dataset as D
+
+    src = tmp_path / "in.parquet"
+    _write(src, 2, nested=False)
+    monkeypatch.setattr(D.os, "cpu_count", lambda: 4)
+
+    def no_pool(*a, **k):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(D.mp, "get_context", no_pool)
+    job = D.DatasetJob(("gaussian_noise",), (1,))
+    assert D.corrupt_dataset(src, tmp_path / "o.parquet", image_column="images", job=job, workers=0, progress=False) == 2
+    assert D.resolve_workers(None) == 4 and D.resolve_workers(0) == 0 and D.resolve_workers(3) == 3
+    monkeypatch.setattr(D.os, "cpu_count", lambda: None)
+    assert D.resolve_workers(None) == 1
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers must be a non-negative int"):
+            D.resolve_workers(bad)
