@@ -305,7 +305,7 @@ def _encode(img: Image.Image, source_format: str | None) -> tuple[bytes, str]:
     """Losslessly encoded bytes and their file extension (PNG where PNG holds the mode)."""
     buf = io.BytesIO()
     fmt = "PNG" if img.mode in _PNG_MODES else (source_format or "TIFF")
-    img.save(buf, format=fmt, **({"compress_level": 3} if fmt == "PNG" else {}))
+    img.save(buf, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))  # 1: ~1.4x faster than 3, ~10% larger
     return buf.getvalue(), fmt.lower()
 
 

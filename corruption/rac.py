@@ -88,24 +88,40 @@ def _reflect_index(k: np.ndarray, n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _smoothing_matrix(n: int, sigma: float) -> np.ndarray:
-    """``(n, n)`` float64 matrix of a 1-D Gaussian blur (sigma, truncated at ``int(3 sigma + 0.5)``
+    """``(n, n)`` float32 matrix of a 1-D Gaussian blur (sigma, truncated at ``int(3 sigma + 0.5)``
     taps, half-sample symmetric borders): ``M @ v`` smooths ``v``. Any sigma, even one whose kernel is
     wider than the signal (severity 1 uses sigma ~ 0.7 min(H, W))."""
-    r = int(3.0 * sigma + 0.5)
+    weights = _kernel(sigma)
+    r = weights.size // 2
     offsets = np.arange(-r, r + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
     m = np.zeros((n, n), dtype=np.float64)
     rows = np.repeat(np.arange(n), offsets.size)
     cols = _reflect_index(rows + np.tile(offsets, n), n)
     np.add.at(m, (rows, cols), np.tile(weights, n))
+    m = m.astype(np.float32)
     m.flags.writeable = False
     return m
 
 
+def _kernel(sigma: float) -> np.ndarray:
+    """The 1-D Gaussian taps (sigma, truncated at ``int(3 sigma + 0.5)``), float64, summing to 1."""
+    r = int(3.0 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return k / k.sum()
+
+
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a float64 ``(H, W)`` field with half-sample symmetric borders: OpenCV's
+    direct filter for short kernels, else the dense smoothing matrices (faster for long kernels, and
+    exact when the kernel is longer than the field, whose border then reflects again)."""
     h, w = field.shape
-    return _smoothing_matrix(h, sigma) @ field @ _smoothing_matrix(w, sigma).T
+    r = int(3.0 * sigma + 0.5)
+    if r <= 32 and r < min(h, w):
+        k = _kernel(sigma)
+        return cv2.sepFilter2D(field, cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)
+    # float32 products (twice as fast; the displacement is off by < 1e-3 pixel)
+    f32 = field.astype(np.float32)
+    return (_smoothing_matrix(h, sigma) @ f32 @ _smoothing_matrix(w, sigma).T).astype(np.float64)
 
 
 def elastic_rac_params(severity: int, height: int, width: int) -> tuple[float, float, float]:
