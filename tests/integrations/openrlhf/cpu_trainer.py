@@ -55,7 +55,8 @@ def openrlhf_args(*cli: str) -> NS:
             argparse.ArgumentParser.parse_args = original
             sys.argv = argv
         args = hierarchize(parsed[0])
-        args.actor.eps_clip_low_high = (args.actor.eps_clip, args.actor.eps_clip)  # as train_ppo_ray does
+        if args.actor.eps_clip_low_high is None:  # as train_ppo_ray does
+            args.actor.eps_clip_low_high = (args.actor.eps_clip, args.actor.eps_clip)
         _ARGS_CACHE[cli] = args
     return copy.deepcopy(_ARGS_CACHE[cli])
 
