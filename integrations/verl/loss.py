@@ -19,11 +19,11 @@ from rac_losses.integrations.settings import RACSettings
 
 from .rows import PARTNER_PREFIX, TWIN_KEY
 
-__all__ = ["rac_ppo_loss", "without_twins"]
+__all__ = ["dense_fields", "rac_ppo_loss", "without_twins"]
 
 
 def without_twins(mask: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
-    """``mask`` (``[n, T]``, regular or jagged nested) with every twin row's tokens zeroed.
+    """``mask`` (``[n, T]``, regular or jagged nested) with every twin row's tokens zeroed, in the same layout.
 
     Raises:
         ValueError: ``twin`` is not ``[n]``.
@@ -33,9 +33,35 @@ def without_twins(mask: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{TWIN_KEY} must have shape [{mask.size(0)}], got {tuple(twin.shape)}")
     if not mask.is_nested:
         return mask * keep.unsqueeze(1).to(mask.dtype)
-    offsets = mask.offsets()
-    per_token = torch.repeat_interleave(keep, offsets.diff()).to(mask.dtype)
-    return torch.nested.nested_tensor_from_jagged(mask.values() * per_token, offsets=offsets)
+    # rebuilt from its rows: a jagged tensor made from values and offsets alone pads to the total length
+    rows = [row * k.to(row.dtype) for row, k in zip(mask.unbind(), keep)]
+    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+
+
+def dense_fields(data: TensorDict, prefix: str) -> dict[str, torch.Tensor]:
+    """Every ``{prefix}*`` tensor field of ``data`` as a regular ``[n, ...]`` tensor, values and dtype kept.
+
+    TransferQueue hands back every per-row field that is not a scalar as a jagged nested tensor (even when
+    all rows have the same width), and verl's mini- and micro-batching keep it nested; the partner tables
+    are ``[n, W]`` with one ``W`` per batch, so their rows stack exactly (no padding value is invented).
+
+    Raises:
+        ValueError: a nested field whose rows differ in width (not a table written by the ``rac`` trainer).
+    """
+    out = {}
+    for key in data.keys():
+        if not (isinstance(key, str) and key.startswith(prefix)):
+            continue
+        value = data.get(key)
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.is_nested:
+            rows = value.unbind()
+            if len({row.shape for row in rows}) > 1:
+                raise ValueError(f"{key} rows differ in width: {sorted({tuple(r.shape) for r in rows})}")
+            value = torch.stack(rows)
+        out[key] = value
+    return out
 
 
 def _padded(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -85,7 +111,8 @@ def rac_ppo_loss(
         token_entropy = no_padding_2_padding(model_output["entropy"], data)
     elif settings.needs_entropy:
         raise ValueError("a neg_entropy confidence needs the engine's entropy: set actor.calculate_entropy=True")
-    partners = RACPartners.from_fields(data, prefix=PARTNER_PREFIX).to(token_logprobs.device)
+    partners = RACPartners.from_fields(dense_fields(data, PARTNER_PREFIX), prefix=PARTNER_PREFIX)
+    partners = partners.to(token_logprobs.device)
     rac = rac_partner_loss(token_logprobs, mask, partners, token_entropy=token_entropy, config=settings.config)
     rac = rac * data["dp_size"]
     metrics["actor/rac_loss"] = Metric(value=rac.detach(), aggregation=AggregationType.SUM)
