@@ -1,26 +1,32 @@
 """The Ray worker setup hook: ``install()`` puts RAC into OpenRLHF in the worker process, lazily.
 
 ``rac-openrlhf`` starts Ray with ``worker_process_setup_hook="rac_losses.integrations.openrlhf.hook.install"``,
-so every Ray worker runs it before any task. It checks the settings and OpenRLHF's version, then patches
-OpenRLHF's modules only when the worker first imports them (an import hook on ``sys.meta_path``): a worker
-that never imports OpenRLHF's trainer (vLLM engines, the reference model, Ray's own workers) loads neither it
-nor DeepSpeed because of RAC, and keeps the thread settings Ray gave it. A failure raises: in the hook, Ray
-fails the worker; in the patch, the worker's import of OpenRLHF fails. It never trains without RAC.
+so every Ray worker runs it before any task. It checks OpenRLHF's version, then patches OpenRLHF's modules
+only when the worker first imports them (an import hook on ``sys.meta_path``), reading the settings then: a
+worker that never imports OpenRLHF's trainer (vLLM engines, the reference model, Ray's own workers) loads
+neither it, DeepSpeed nor torch because of RAC, and keeps the thread settings Ray gives it. A failure
+raises: in the hook, Ray fails the worker; in the patch, the worker's import of OpenRLHF fails. It never
+trains without RAC.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.metadata
 import logging
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rac_losses.integrations.openrlhf.options import formulation_from_env, paper_from_env, settings_from_env
-from rac_losses.integrations.openrlhf.paper import PaperSettings
-from rac_losses.integrations.settings import RACSettings
+from rac_losses.integrations.openrlhf.options import (
+    ENV_VAR, PAPER_ENV_VAR, formulation_from_env, paper_from_env, settings_from_env,
+)
+
+if TYPE_CHECKING:
+    from rac_losses.integrations.openrlhf.paper import PaperSettings
+    from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["CONFIDENCES", "HOOK", "SUPPORTED", "check_supported", "check_version", "install"]
 
@@ -99,10 +105,11 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         return None
 
 
-def _patches(settings: RACSettings) -> dict[str, Callable[[ModuleType], None]]:
+def _patches(read: Callable[[], RACSettings]) -> dict[str, Callable[[ModuleType], None]]:
     def trainer(ppo_actor: ModuleType) -> None:
         from rac_losses.integrations.openrlhf.trainer import rac_trainer_class
 
+        settings = read()
         if not hasattr(ppo_actor.ActorPPOTrainer, "rac_settings"):
             ppo_actor.ActorPPOTrainer = rac_trainer_class(ppo_actor.ActorPPOTrainer, settings)
             logger.info("rac: installed in OpenRLHF's ActorPPOTrainer (%s)", settings)
@@ -116,19 +123,19 @@ def _patches(settings: RACSettings) -> dict[str, Callable[[ModuleType], None]]:
     return {_TRAINER_MODULE: trainer, _MAKER_MODULE: maker}
 
 
-def _paper_patches(settings: PaperSettings) -> dict[str, Callable[[ModuleType], None]]:
+def _paper_patches(read: Callable[[], PaperSettings]) -> dict[str, Callable[[ModuleType], None]]:
     """The reward formulation: schema and labels, paired prompts, bonuses, metrics (all in the controller)."""
 
     def dataset(module: ModuleType) -> None:
         from rac_losses.integrations.openrlhf.prompts import with_schema_and_labels
 
-        module.preprocess_data = with_schema_and_labels(module.preprocess_data, settings)
+        module.preprocess_data = with_schema_and_labels(module.preprocess_data, read())
 
     def controller(module: ModuleType) -> None:
         from rac_losses.integrations.openrlhf.bonus import with_rac_metrics
         from rac_losses.integrations.openrlhf.prompts import with_paired_loader, with_training_step
 
-        module.prepare_datasets = with_paired_loader(module.prepare_datasets, settings)
+        module.prepare_datasets = with_paired_loader(module.prepare_datasets, read())
         cls = module.BasePPOTrainer
         cls._compute_rollout_stats = with_rac_metrics(cls._compute_rollout_stats)
         with_training_step(cls)
@@ -144,9 +151,15 @@ def _paper_patches(settings: PaperSettings) -> dict[str, Callable[[ModuleType], 
         from rac_losses.integrations.openrlhf.bonus import with_rac_bonus
 
         cls = module.RemoteExperienceMaker
-        cls.compute_advantages_and_returns = with_rac_bonus(cls.compute_advantages_and_returns, settings)
+        cls.compute_advantages_and_returns = with_rac_bonus(cls.compute_advantages_and_returns, read())
 
     return {_DATASET_MODULE: dataset, _CONTROLLER_MODULE: controller, _GENERATOR_MODULE: generator, _MAKER_MODULE: maker}
+
+
+def _checked_settings() -> RACSettings:
+    settings = settings_from_env()
+    check_supported(settings)
+    return settings
 
 
 def install() -> None:
@@ -157,26 +170,30 @@ def install() -> None:
     (units collected and dispatched whole), the advantage step (the bonuses) and the rollout metrics
     (see :mod:`.prompts` and :mod:`.bonus`); the actor's training is OpenRLHF's own.
 
-    Modules already imported are patched now; the others when first imported. Idempotent. Reads the settings
-    from the launcher's environment variable; imports neither OpenRLHF nor DeepSpeed.
+    Modules already imported are patched now; the others when first imported. Idempotent. Imports neither
+    OpenRLHF, DeepSpeed nor torch: Ray sets a worker's thread count (``OMP_NUM_THREADS``) after its setup
+    hook, and torch reads it when first imported. The settings (from the launcher's environment variable,
+    checked by the launcher before Ray started) are read and checked at the first patch: invalid ones make
+    the worker's import of OpenRLHF's module fail, so it never trains without RAC.
 
     Raises:
-        RuntimeError: the settings are missing or invalid (see
-            :func:`~rac_losses.integrations.openrlhf.options.settings_from_env`), or OpenRLHF's release is
-            not supported (:func:`check_version`).
-        ValueError: unsupported settings (:func:`check_supported`).
+        RuntimeError: no RAC settings in the environment (the worker was not started by ``rac-openrlhf``),
+            or OpenRLHF's release is not supported (:func:`check_version`). At the first patch, invalid or
+            unsupported settings (:func:`~rac_losses.integrations.openrlhf.options.settings_from_env`,
+            :func:`check_supported`).
         importlib.metadata.PackageNotFoundError: OpenRLHF is not installed.
     """
-    if formulation_from_env() == "reward":
-        paper = paper_from_env()
-        check_version(_openrlhf_version())
-        patches = _paper_patches(paper)
-        settings: Any = paper
+    formulation = formulation_from_env()
+    if formulation is None:
+        raise RuntimeError(
+            f"{ENV_VAR} and {PAPER_ENV_VAR} are not set: the RAC setup hook runs only in workers started by "
+            "rac-openrlhf"
+        )
+    check_version(_openrlhf_version())
+    if formulation == "reward":
+        patches = _paper_patches(functools.cache(paper_from_env))
     else:
-        settings = settings_from_env()
-        check_supported(settings)
-        check_version(_openrlhf_version())
-        patches = _patches(settings)
+        patches = _patches(functools.cache(_checked_settings))
     for name, patch in patches.items():
         if name in sys.modules:
             patch(sys.modules[name])
@@ -185,4 +202,4 @@ def install() -> None:
         sys.meta_path.insert(0, _PatchOnImport(patches))
     else:
         finder.patches = patches
-    logger.info("rac: RAC will be installed when OpenRLHF's trainer modules are imported (%s)", settings)
+    logger.info("rac: RAC (%s formulation) will be installed when OpenRLHF's trainer modules are imported", formulation)

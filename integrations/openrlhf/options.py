@@ -10,8 +10,11 @@ import json
 import os
 from collections.abc import Mapping
 
-from rac_losses.integrations.openrlhf.paper import PaperSettings
-from rac_losses.integrations.settings import RACSettings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: reading which formulation a worker runs must not load torch
+    from rac_losses.integrations.openrlhf.paper import PaperSettings
+    from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["ENV_VAR", "PAPER_ENV_VAR", "formulation_from_env", "paper_from_env", "paper_to_env", "settings_from_env",
            "settings_to_env"]
@@ -34,6 +37,8 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> RACSettings:
         RuntimeError: the variable is missing (the process was not started by ``rac-openrlhf``), or it does
             not hold valid RAC options. Either way RAC would not run as asked, so nothing may go on.
     """
+    from rac_losses.integrations.settings import RACSettings
+
     text = environ.get(ENV_VAR)
     if text is None:
         raise RuntimeError(
@@ -70,6 +75,8 @@ def paper_from_env(environ: Mapping[str, str] = os.environ) -> PaperSettings:
     Raises:
         RuntimeError: the variable is missing or does not hold valid options.
     """
+    from rac_losses.integrations.openrlhf.paper import PaperSettings
+
     text = environ.get(PAPER_ENV_VAR)
     if text is None:
         raise RuntimeError(f"{PAPER_ENV_VAR} is not set: the RAC setup hook runs only in workers started by rac-openrlhf")
