@@ -4,6 +4,7 @@ Pure torch functions on rows (one row = one prompt, response and image variant):
 
 - :func:`sequence_confidence`, :func:`token_stats_from_logits`: a confidence per response;
 - :func:`candidate_confidence`: a confidence over a question's valid answers (closed answer sets);
+- :func:`stated_confidence`: the expected confidence the policy *states* (differentiable, digit by digit);
 - :func:`ranking_group_loss`: within a prompt's group, better rollouts must be more confident;
 - :func:`pairwise_corruption_loss`: the same response must be less confident on a corrupted image;
 - :func:`ranking_partners`, :func:`corruption_partners`, :func:`partner_loss`: the micro-batch (row) form;
@@ -36,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "Partners": "partners", "partner_loss": "partners",
     "ranking_group_loss": "ranking", "ranking_partners": "ranking",
     "RACBonus": "shaping", "corruption_bonus": "shaping", "rac_bonus": "shaping", "ranking_bonus": "shaping",
+    "stated_confidence": "stated",
     "TokenStats": "token_stats", "token_stats_from_logits": "token_stats",
 }
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from rac_losses.partners import Partners, partner_loss
     from rac_losses.ranking import ranking_group_loss, ranking_partners
     from rac_losses.shaping import RACBonus, corruption_bonus, rac_bonus, ranking_bonus
+    from rac_losses.stated import stated_confidence
     from rac_losses.token_stats import TokenStats, token_stats_from_logits
 
 
@@ -91,6 +94,7 @@ __all__ = [
     "ranking_group_loss",
     "ranking_partners",
     "sequence_confidence",
+    "stated_confidence",
     "token_stats_from_logits",
 ]
 
