@@ -32,6 +32,7 @@ Files are written to a temporary file in the output folder and renamed when comp
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import io
@@ -246,13 +247,16 @@ def _read_uri(uri: str, root: str, where: str) -> bytes:
         raise DatasetError(f"{where}: cannot read image {uri!r} -> {path} ({e.strerror or e})") from None
 
 
-def _bytes_items(cell: Any, where: str) -> list[bytes]:
+def _bytes_items(cell: Any, where: str, root: str) -> list[bytes]:
+    """The images of a bytes-layout cell; a struct with null ``bytes`` and a ``path`` is read from the path."""
     items = [] if cell is None else cell if isinstance(cell, list) else [cell]
     out = []
     for k, x in enumerate(items):
         data = x.get("bytes") if isinstance(x, dict) else x
         if isinstance(x, dict) and "bytes" not in x:
             raise DatasetError(f"{where}, image {k}: struct has no 'bytes' field (fields: {sorted(x)})")
+        if data is None and isinstance(x, dict) and isinstance(x.get("path"), str):
+            data = _read_uri(x["path"], root, f"{where}, image {k}")
         if not isinstance(data, (bytes, bytearray)):
             raise DatasetError(f"{where}, image {k}: expected image bytes, got {type(data).__name__}")
         out.append(bytes(data))
@@ -267,7 +271,7 @@ def row_images(layout: ImageLayout, cells: dict[str, Any], src: str, row: int) -
     """
     col = layout.columns[0]
     if layout.kind == "bytes":
-        return _bytes_items(cells[col], _where(src, row, col))
+        return _bytes_items(cells[col], _where(src, row, col), layout.image_root)
     return [_read_uri(u, layout.image_root, _where(src, row, c)) for u, c in _uris(layout, cells, src, row).items()]
 
 
@@ -340,8 +344,8 @@ def _corrupt_row(task: tuple[int, dict[str, Any], _RowJob]) -> tuple[int, dict[s
         cell = cells[col]
         items = cell if isinstance(cell, list) else [cell]
         new = []
-        for k, x in enumerate(items):
-            data = corrupted(bytes(x["bytes"] if isinstance(x, dict) else x), f"{where}, image {k}")[0]
+        for k, (x, data) in enumerate(zip(items, images)):
+            data = corrupted(data, f"{where}, image {k}")[0]
             new.append({**x, "bytes": data, **({"path": None} if "path" in x else {})} if isinstance(x, dict) else data)
         return row, {col: new if isinstance(cell, list) else new[0]}, name, seed
     uris = _uris(layout, cells, src, row)
@@ -553,39 +557,56 @@ def _corrupted_tables(pf: pq.ParquetFile, job: _RowJob, runner: _Runner, fields,
     """Per input batch: its corrupted rows (``paired``: interleaved after their clean rows) with ``fields``."""
     schema = pf.schema_arrow
     cols = job.layout.columns
-    row0 = 0
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        n = batch.num_rows
+
+    def submit(batch: pa.RecordBatch, row0: int) -> tuple[pa.RecordBatch, int, Iterator]:
         values = {c: batch.column(c).to_pylist() for c in cols}
-        tasks = [(row0 + i, {c: values[c][i] for c in cols}, job) for i in range(n)]
-        new = {c: [None] * n for c in cols}
-        names, seeds = [None] * n, [None] * n
-        for row, cells, name, seed in runner.map(_corrupt_row, tasks):
-            i = row - row0
-            for c in cols:
-                new[c][i] = cells[c]
-            names[i], seeds[i] = name, seed
-            bar.update(1)
-        rows = list(range(row0, row0 + n))
-        noisy_cols = [pa.array(new[f.name], type=f.type) if f.name in cols else batch.column(f.name) for f in schema]
-        noisy_meta = {
-            "pair_id": rows, "view": ["noisy"] * n, "is_noisy": [True] * n, "corruption_level": [corruption_level(severity)] * n,
-            "severity": [severity] * n, "noise_type": [nm or "none" for nm in names], "corruption": names,
-            "corruption_seed": seeds, "source_row": rows,
+        tasks = [(row0 + i, {c: values[c][i] for c in cols}, job) for i in range(batch.num_rows)]
+        return batch, row0, runner.map(_corrupt_row, tasks)
+
+    # with a pool, the next batch is already being corrupted while this one is collected and written
+    pending: collections.deque = collections.deque()
+    start = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        pending.append(submit(batch, start))
+        start += batch.num_rows
+        if len(pending) > 1 or runner.workers <= 1:
+            yield from _finish(pending.popleft(), schema, cols, fields, paired, severity, bar)
+    while pending:
+        yield from _finish(pending.popleft(), schema, cols, fields, paired, severity, bar)
+
+
+def _finish(item: tuple[pa.RecordBatch, int, Iterator], schema: pa.Schema, cols: tuple[str, ...], fields, paired: bool,
+            severity: int, bar: Any) -> Iterator[pa.Table]:
+    """Collect one batch's corrupted rows and build its output table."""
+    batch, row0, results = item
+    n = batch.num_rows
+    new = {c: [None] * n for c in cols}
+    names, seeds = [None] * n, [None] * n
+    for row, cells, name, seed in results:
+        i = row - row0
+        for c in cols:
+            new[c][i] = cells[c]
+        names[i], seeds[i] = name, seed
+        bar.update(1)
+    rows = list(range(row0, row0 + n))
+    noisy_cols = [pa.array(new[f.name], type=f.type) if f.name in cols else batch.column(f.name) for f in schema]
+    noisy_meta = {
+        "pair_id": rows, "view": ["noisy"] * n, "is_noisy": [True] * n, "corruption_level": [corruption_level(severity)] * n,
+        "severity": [severity] * n, "noise_type": [nm or "none" for nm in names], "corruption": names,
+        "corruption_seed": seeds, "source_row": rows,
+    }
+    noisy = pa.Table.from_arrays(noisy_cols + _meta(fields, noisy_meta), names=[*schema.names, *(f for f, _ in fields)])
+    if paired:
+        clean_meta = {
+            "pair_id": rows, "view": ["clean"] * n, "is_noisy": [False] * n, "corruption_level": [0.0] * n,
+            "severity": [0] * n, "noise_type": ["clean"] * n, "corruption": [None] * n, "corruption_seed": [None] * n,
+            "source_row": rows,
         }
-        noisy = pa.Table.from_arrays(noisy_cols + _meta(fields, noisy_meta), names=[*schema.names, *(f for f, _ in fields)])
-        if paired:
-            clean_meta = {
-                "pair_id": rows, "view": ["clean"] * n, "is_noisy": [False] * n, "corruption_level": [0.0] * n,
-                "severity": [0] * n, "noise_type": ["clean"] * n, "corruption": [None] * n, "corruption_seed": [None] * n,
-                "source_row": rows,
-            }
-            clean = pa.Table.from_arrays(list(batch.columns) + _meta(fields, clean_meta), names=noisy.column_names)
-            both = pa.concat_tables([clean, noisy])
-            yield both.take(pa.array([k for i in range(n) for k in (i, n + i)], pa.int64()))
-        else:
-            yield noisy
-        row0 += n
+        clean = pa.Table.from_arrays(list(batch.columns) + _meta(fields, clean_meta), names=noisy.column_names)
+        both = pa.concat_tables([clean, noisy])
+        yield both.take(pa.array([k for i in range(n) for k in (i, n + i)], pa.int64()))
+    else:
+        yield noisy
 
 
 def _out_schema(src: str, schema: pa.Schema, fields) -> pa.Schema:
@@ -773,7 +794,8 @@ def build_pairs(
         mix = parse_mix(mix)
         missing = [s for s, _ in mix if s not in severities]
         if missing:
-            raise ValueError(f"mix uses level(s) {[corruption_level(s) for s in missing]} that severities {severities} leave out")
+            raise ValueError(f"mix uses level(s) {[corruption_level(s) for s in missing]} that severities {severities} leave out "
+                             "(include them, or pass mix=None / --mix none for no main file)")
         main = ("train_pair_main.parquet", mix)
     files = [(f"train_pair_{level_tag(s)}.parquet", s, None if layout.kind == "bytes" else f"images_{level_tag(s)}") for s in severities]
     return _run_files(src, out_dir, layout, names, seed, files, PAIR_FIELDS, True, main, workers, overwrite,

@@ -302,3 +302,15 @@ def test_text_only_rows_get_an_unchanged_noisy_copy(tmp_path: Path) -> None:
     d = pq.read_table(tmp_path / "o" / "train_pair_T0.2.parquet").to_pydict()
     assert d["noise_type"] == ["clean", d["corruption"][1], "clean", "none", "clean", "none"]
     assert d["images"][2:] == [[], [], None, None] and d["corruption_seed"][3] is None
+
+
+def test_structs_with_only_a_path_are_read_from_it(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(_png(3))
+    src = tmp_path / "s.parquet"
+    typ = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"images": pa.array([[{"bytes": None, "path": "a.png"}]], typ)}), src)
+    P.build_pairs(src, tmp_path / "o", severities=(1,), mix=None, workers=0, progress=False)
+    clean, noisy = pq.read_table(tmp_path / "o" / "train_pair_T0.2.parquet").to_pylist()
+    assert clean["images"] == [{"bytes": None, "path": "a.png"}] and noisy["images"][0]["path"] is None
+    ref = corrupt(Image.open(io.BytesIO(_png(3))), noisy["corruption"], 1, seed=noisy["corruption_seed"])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(noisy["images"][0]["bytes"]))), np.asarray(ref))
