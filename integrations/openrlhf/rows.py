@@ -6,7 +6,8 @@ per-sample entries that survive the replay buffer's shuffle and any micro-batch 
 finds its rows' slice of the partner tables.
 
 Confidences come from the parameters before the update: the old log-probs OpenRLHF keeps
-(``action_log_probs``) for clean rows; a no-grad actor forward for the per-token entropy and for twins.
+(``action_log_probs``) for clean rows; a no-grad actor forward for the per-token entropy (of the samples
+whose confidence reads it: every sample for a ``neg_entropy`` ranking, else those with a twin) and for twins.
 """
 
 from __future__ import annotations
@@ -102,10 +103,13 @@ def _pre_update_scores(
     chunk_size: int,
     ring_attn_group: Any,
     with_entropy: bool,
+    entropy_of_all: bool,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """No-grad actor forwards: ``(clean entropies, twin log-probs, twin entropies)``, 1-D ``[A_i]`` each.
 
-    Clean entropies only when ``with_entropy`` (else empty); twin entropies likewise.
+    Clean entropies only when ``with_entropy`` (else empty), of every sample when ``entropy_of_all`` (the
+    ranking reads them), else of the samples with a twin only (zeros for the others, which nothing reads);
+    twin entropies when ``with_entropy``.
     """
     from openrlhf.trainer.ppo_utils.experience import make_experience_batch
 
@@ -121,10 +125,15 @@ def _pre_update_scores(
             chunk = list(items[start : start + chunk_size])
             batch = make_experience_batch(chunk).to_device(device)
             if with_entropy:
-                clean_mm = _merge(batch.mm_train_inputs, device) if getattr(actor, "is_vlm", False) else {}
-                everyone = torch.arange(len(chunk), device=device)
-                _, ent = _forward(actor, batch, everyone, clean_mm, ring_attn_group, True)
-                entropy.extend(ent[j, : widths[start + j]].cpu() for j in range(len(chunk)))
+                needed = [j for j in range(len(chunk)) if entropy_of_all or twin_of[start + j] >= 0]
+                found = dict.fromkeys(range(len(chunk)))
+                if needed:
+                    vlm = getattr(actor, "is_vlm", False)
+                    clean_mm = _merge([batch.mm_train_inputs[j] for j in needed], device) if vlm else {}
+                    rows = torch.tensor(needed, device=device)
+                    _, ent = _forward(actor, batch, rows, clean_mm, ring_attn_group, True)
+                    found.update({j: ent[k, : widths[start + j]].cpu() for k, j in enumerate(needed)})
+                entropy.extend(torch.zeros(widths[start + j]) if e is None else e for j, e in found.items())
             twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
             if twins:
                 rows = torch.tensor([j for j, _ in twins], device=device)
@@ -173,7 +182,7 @@ def prepare_batch(
     with_entropy = settings.needs_entropy
     entropy, twin_log_probs, twin_entropy = _pre_update_scores(
         items, twin_of, twin_inputs, actor=actor, chunk_size=chunk_size, ring_attn_group=ring_attn_group,
-        with_entropy=with_entropy,
+        with_entropy=with_entropy, entropy_of_all=settings.config.rank_confidence == "neg_entropy",
     )
     clean_of_twin = torch.tensor([i for i in range(n) if twin_of[i] >= 0], dtype=torch.long)
     masks = [item.action_mask.bool() for item in items]

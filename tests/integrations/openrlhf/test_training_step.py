@@ -247,3 +247,34 @@ def test_a_training_pass_without_rac_metrics_fails_loudly(text_batch, monkeypatc
     rac = rac_trainer_class(Bypassing, TEXT["mean_logprob"])
     with pytest.raises(RuntimeError, match="without rac/\\* metrics"):
         train_once(tiny_qwen2(), rac, text_batch, args_for(2, entropy=False), monkeypatch=monkeypatch)
+
+
+@pytest.mark.parametrize("rank_confidence", ["mean_logprob", "neg_entropy"])
+def test_pre_update_entropy_forward_covers_only_rows_that_read_entropy(rank_confidence, vl_batch, monkeypatch):
+    # before: with a neg_entropy pairwise confidence, every sample's clean entropy was computed, though only
+    # the samples with a twin read it (unless the ranking reads entropy too)
+    from openrlhf.trainer.ppo_utils.experience import split_experience_batch
+    from rac_losses.integrations.openrlhf import rows as rows_module
+
+    settings = RACSettings.from_options({
+        "rank_confidence": rank_confidence, "pair_confidence": "neg_entropy", "corruption.fraction": 0.6,
+        "corruption.names": "gaussian_noise,pixelate,contrast",
+    })
+    forwarded = []
+    real_forward = rows_module._forward
+
+    def counting_forward(actor, batch, rows, mm_inputs, ring_attn_group, with_entropy):
+        forwarded.append(len(rows))
+        return real_forward(actor, batch, rows, mm_inputs, ring_attn_group, with_entropy)
+
+    monkeypatch.setattr(rows_module, "_forward", counting_forward)
+    items = split_experience_batch(copy.deepcopy(vl_batch))
+    actor = tiny_qwen_vl()
+    batch = rows_module.prepare_batch(items, actor=actor, settings=settings, processor=vl_processor(), chunk_size=len(items))
+    twins = int(batch.metrics["twins"])
+    assert 0 < twins < len(items)
+    clean_rows = len(items) if rank_confidence == "neg_entropy" else twins
+    assert forwarded == [clean_rows, twins]  # one chunk: the clean entropies, then the twins
+    expected = reference(actor.model, vl_batch, settings, vl=True)  # every row's entropy, a plain forward
+    for name in ("rank_loss", "pair_loss", "conf_clean", "conf_corrupted"):
+        assert batch.metrics[name] == pytest.approx(expected.metrics[name], abs=1e-4), name
