@@ -10,8 +10,8 @@ row). ``testsets`` writes ``{prefix}_T{s/5}.parquet``: every row corrupted at se
 Columns added (the paper's names, as its release writes them and the verl / OpenRLHF adapters read them):
 ``pair_id`` (int64, the input row; pairs only), ``view`` (``"clean"`` / ``"noisy"``, the release's values;
 pairs only), ``is_noisy`` (bool), ``corruption_level`` (``severity / 5``, 0 when clean), ``severity``
-(0 when clean), ``noise_type`` (the release's name column: the corruption, ``"clean"``, or ``"none"`` for a
-row without images), ``corruption`` (the name, null when clean), ``corruption_seed`` (null when clean)
+(0 when clean), ``noise_type`` (the release's name column, in its vocabulary: ``fog`` for ``fog_rac``;
+``"clean"``, or ``"none"`` for a row without images), ``corruption`` (the name, null when clean), ``corruption_seed`` (null when clean)
 and ``source_row`` (0-based input row).
 
 Images are found where verl-style datasets keep them (:class:`ImageLayout`): a column of encoded bytes,
@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from ._api import corrupt, check_severity
-from ._registry import corruption_level, severity_for_level
+from ._registry import corruption_level, get, severity_for_level
 from ._seeding import check_seed, derive_seed
 from .dataset import DatasetError, _PNG_MODES, _init_worker, resolve_workers
 from .policy import CorruptionPolicy
@@ -575,6 +575,14 @@ def _corrupted_tables(pf: pq.ParquetFile, job: _RowJob, runner: _Runner, fields,
         yield from _finish(pending.popleft(), schema, cols, fields, paired, severity, bar)
 
 
+def _noise_type(name: str | None) -> str:
+    """The release's ``noise_type``: its own name for the corruption (``fog`` for ``fog_rac``), ``none``
+    for a row without images."""
+    if name is None:
+        return "none"
+    return name.removesuffix("_rac") if get(name).source == "rac-release" else name
+
+
 def _finish(item: tuple[pa.RecordBatch, int, Iterator], schema: pa.Schema, cols: tuple[str, ...], fields, paired: bool,
             severity: int, bar: Any) -> Iterator[pa.Table]:
     """Collect one batch's corrupted rows and build its output table."""
@@ -592,7 +600,7 @@ def _finish(item: tuple[pa.RecordBatch, int, Iterator], schema: pa.Schema, cols:
     noisy_cols = [pa.array(new[f.name], type=f.type) if f.name in cols else batch.column(f.name) for f in schema]
     noisy_meta = {
         "pair_id": rows, "view": ["noisy"] * n, "is_noisy": [True] * n, "corruption_level": [corruption_level(severity)] * n,
-        "severity": [severity] * n, "noise_type": [nm or "none" for nm in names], "corruption": names,
+        "severity": [severity] * n, "noise_type": [_noise_type(nm) for nm in names], "corruption": names,
         "corruption_seed": seeds, "source_row": rows,
     }
     noisy = pa.Table.from_arrays(noisy_cols + _meta(fields, noisy_meta), names=[*schema.names, *(f for f, _ in fields)])

@@ -12,7 +12,7 @@ import numpy as np
 from ._api import check_severity, corrupt
 from ._registry import get
 from ._seeding import check_seed, derive_seed
-from .presets import IMAGENET_C, PAPER_CORRUPTIONS, PAPER_MIX, resolve_names
+from .presets import IMAGENET_C, PAPER_MIX, resolve_names
 
 __all__ = ["CorruptionPolicy"]
 
