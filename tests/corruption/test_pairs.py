@@ -315,3 +315,22 @@ def test_structs_with_only_a_path_are_read_from_it(tmp_path: Path) -> None:
     assert clean["images"] == [{"bytes": None, "path": "a.png"}] and noisy["images"][0]["path"] is None
     ref = corrupt(Image.open(io.BytesIO(_png(3))), noisy["corruption"], 1, seed=noisy["corruption_seed"])
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(noisy["images"][0]["bytes"]))), np.asarray(ref))
+
+
+def test_image_folders_are_the_same_for_any_row_order(tmp_path: Path) -> None:
+    n = 6
+    perm = [3, 0, 5, 1, 4, 2]
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir(), b_dir.mkdir()
+    P.build_pairs(_dataset(a_dir, "messages", n), a_dir / "out", severities=(1,), mix=None, workers=0, progress=False)
+    P.build_pairs(_dataset(b_dir, "messages", n, seeds=perm), b_dir / "out", severities=(1,), mix=None, workers=0, progress=False)
+    assert _digest_tree(a_dir / "out" / "images_T0.2") == _digest_tree(b_dir / "out" / "images_T0.2")  # content-addressed
+    ta = pq.read_table(a_dir / "out" / "train_pair_T0.2.parquet").to_pylist()
+    tb = pq.read_table(b_dir / "out" / "train_pair_T0.2.parquet").to_pylist()
+    for pos_b, r in enumerate(perm):
+        for k in (0, 1):
+            ra, rb = dict(ta[2 * r + k]), dict(tb[2 * pos_b + k])
+            for d, root in ((ra, a_dir), (rb, b_dir)):
+                d.pop("pair_id"), d.pop("source_row")
+                d["message_qwenvl"] = d["message_qwenvl"].replace(str(root), "ROOT")
+            assert ra == rb
