@@ -10,7 +10,10 @@ Options:
     ``corruption.names``: corruption names (default: the 15 ImageNet-C corruptions);
     ``corruption.severities``: severities to draw from (default ``1..5``);
     ``corruption.fraction``: share of rollouts that get a corrupted twin (default 0.5);
-    ``corruption.seed``: seed of the per-rollout choice (default 0).
+    ``corruption.seed``: seed of the per-rollout choice (default 0);
+    ``refresh_partners``: rebuild the partner tables at the current parameters before every optimiser step
+    after the first (default false: fixed before the update). Costs a no-grad forward over the whole batch
+    per optimiser step; only OpenRLHF's adapter implements it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ __all__ = ["OPTION_NAMES", "RACSettings"]
 
 _CORRUPTION_OPTIONS = ("names", "severities", "fraction", "seed")
 #: Every option name, dotted, in the order the adapters document them.
-OPTION_NAMES: tuple[str, ...] = RACConfig.field_names() + tuple(f"corruption.{k}" for k in _CORRUPTION_OPTIONS)
+OPTION_NAMES: tuple[str, ...] = (
+    RACConfig.field_names() + tuple(f"corruption.{k}" for k in _CORRUPTION_OPTIONS) + ("refresh_partners",)
+)
 _DEFAULT_FRACTION = 0.5
 
 
@@ -38,10 +43,12 @@ class RACSettings:
     Attributes:
         config: the loss knobs.
         corruption: which rollouts get a corrupted twin, and which corruption (``fraction`` included).
+        refresh_partners: rebuild the partner tables before every optimiser step (see the module docstring).
     """
 
     config: RACConfig = RACConfig()
     corruption: CorruptionPolicy = CorruptionPolicy(fraction=_DEFAULT_FRACTION)
+    refresh_partners: bool = False
 
     @property
     def uses_twins(self) -> bool:
@@ -97,7 +104,8 @@ class RACSettings:
             policy = CorruptionPolicy(**corruption)
         except (TypeError, ValueError) as e:
             raise ValueError(f"rac.corruption: {e}") from e
-        return cls(config=config, corruption=policy)
+        refresh = _parse(flat["refresh_partners"], bool, "refresh_partners") if "refresh_partners" in flat else False
+        return cls(config=config, corruption=policy, refresh_partners=refresh)
 
     def as_options(self) -> dict[str, Any]:
         """The settings as flat dotted options (``from_options(s.as_options()) == s``)."""
@@ -105,6 +113,7 @@ class RACSettings:
         for key in _CORRUPTION_OPTIONS:
             value = getattr(self.corruption, key)
             out[f"corruption.{key}"] = list(value) if isinstance(value, tuple) else value
+        out["refresh_partners"] = self.refresh_partners
         return out
 
 

@@ -75,3 +75,11 @@ def test_check_confidences_covers_what_the_run_computes():
         pair.check_confidences(("mean_logprob", "neg_entropy"), "OpenRLHF")
     # without twins the pairwise confidence is never computed
     RACSettings.from_options({"pair_confidence": "topk", "pair_coef": 0}).check_confidences(("mean_logprob",), "verl")
+
+
+def test_refresh_partners_option():
+    assert not RACSettings.from_options(None).refresh_partners
+    on = RACSettings.from_options({"refresh_partners": "true"})
+    assert on.refresh_partners and RACSettings.from_options(on.as_options()) == on
+    with pytest.raises(ValueError, match="rac.refresh_partners"):
+        RACSettings.from_options({"refresh_partners": "sometimes"})

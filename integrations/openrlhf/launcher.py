@@ -51,6 +51,10 @@ _HELP = {
         "a forward and backward per epoch)"
     ),
     "corruption.seed": "seed of the per-rollout choice of twin and corruption",
+    "refresh_partners": (
+        "true: rebuild the partner tables at the current parameters before every optimiser step after the "
+        "first (a no-grad forward over the buffer each); false: fixed before the update"
+    ),
 }
 _PAPER_HELP = {
     "schema": "append the release's response schema (<think>/<answer>/<confidence>) to every prompt",

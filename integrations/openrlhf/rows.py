@@ -104,36 +104,44 @@ def _pre_update_scores(
     ring_attn_group: Any,
     with_entropy: bool,
     entropy_of_all: bool,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """No-grad actor forwards: ``(clean entropies, twin log-probs, twin entropies)``, 1-D ``[A_i]`` each.
+    current: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """No-grad actor forwards: ``(clean log-probs, clean entropies, twin log-probs, twin entropies)``, 1-D
+    ``[A_i]`` each.
 
-    Clean entropies only when ``with_entropy`` (else empty), of every sample when ``entropy_of_all`` (the
-    ranking reads them), else of the samples with a twin only (zeros for the others, which nothing reads);
-    twin entropies when ``with_entropy``.
+    Clean log-probs only when ``current`` (else empty: OpenRLHF's old ones are used). Clean entropies only
+    when ``with_entropy`` (else empty), of every sample when ``entropy_of_all`` (the ranking reads them) or
+    ``current``, else of the samples with a twin only (zeros for the others, which nothing reads); twin
+    entropies when ``with_entropy``.
     """
     from openrlhf.trainer.ppo_utils.experience import make_experience_batch
 
     device = next(actor.parameters()).device
     widths = [len(item.action_mask) for item in items]
+    log_probs: list[torch.Tensor] = []
     entropy: list[torch.Tensor] = []
     twin_log_probs: list[torch.Tensor] = [torch.empty(0)] * len(twin_inputs)
     twin_entropy: list[torch.Tensor] = [torch.empty(0)] * (len(twin_inputs) if with_entropy else 0)
     was_training = actor.training
     actor.eval()
     try:
-        for start in range(0, len(items) if (with_entropy or twin_inputs) else 0, chunk_size):
+        for start in range(0, len(items) if (with_entropy or twin_inputs or current) else 0, chunk_size):
             chunk = list(items[start : start + chunk_size])
             batch = make_experience_batch(chunk).to_device(device)
-            if with_entropy:
-                needed = [j for j in range(len(chunk)) if entropy_of_all or twin_of[start + j] >= 0]
-                found = dict.fromkeys(range(len(chunk)))
+            if with_entropy or current:
+                needed = [j for j in range(len(chunk)) if current or entropy_of_all or twin_of[start + j] >= 0]
+                found: dict[int, torch.Tensor | None] = dict.fromkeys(range(len(chunk)))
                 if needed:
                     vlm = getattr(actor, "is_vlm", False)
                     clean_mm = _merge([batch.mm_train_inputs[j] for j in needed], device) if vlm else {}
                     rows = torch.tensor(needed, device=device)
-                    _, ent = _forward(actor, batch, rows, clean_mm, ring_attn_group, True)
-                    found.update({j: ent[k, : widths[start + j]].cpu() for k, j in enumerate(needed)})
-                entropy.extend(torch.zeros(widths[start + j]) if e is None else e for j, e in found.items())
+                    lp, ent = _forward(actor, batch, rows, clean_mm, ring_attn_group, with_entropy)
+                    if current:
+                        log_probs.extend(lp[k, : widths[start + j]].cpu() for k, j in enumerate(needed))
+                    if ent is not None:
+                        found.update({j: ent[k, : widths[start + j]].cpu() for k, j in enumerate(needed)})
+                if with_entropy:
+                    entropy.extend(torch.zeros(widths[start + j]) if e is None else e for j, e in found.items())
             twins = [(j, twin_of[start + j]) for j in range(len(chunk)) if twin_of[start + j] >= 0]
             if twins:
                 rows = torch.tensor([j for j, _ in twins], device=device)
@@ -145,7 +153,7 @@ def _pre_update_scores(
                         twin_entropy[t] = ent[k, : widths[start + j]].cpu()
     finally:
         actor.train(was_training)
-    return entropy, twin_log_probs, twin_entropy
+    return log_probs, entropy, twin_log_probs, twin_entropy
 
 
 @torch.no_grad()
@@ -157,8 +165,10 @@ def prepare_batch(
     processor: Any,
     chunk_size: int,
     ring_attn_group: Any = None,
+    current: bool = False,
 ) -> RACBatch:
-    """Stamp ``items`` with their rows and compute the batch's partner tables (before the update).
+    """Stamp ``items`` with their rows and compute the batch's partner tables (before the update, or, with
+    ``current``, at the actor's current parameters: clean log-probs from a forward, not OpenRLHF's old ones).
 
     Args:
         items: the replay buffer's single-sample ``Experience`` objects, each with ``info["rac_group"]``,
@@ -180,14 +190,17 @@ def prepare_batch(
         )
     twin_of, twin_inputs, severities = _twins(items, settings, processor)
     with_entropy = settings.needs_entropy
-    entropy, twin_log_probs, twin_entropy = _pre_update_scores(
+    current_log_probs, entropy, twin_log_probs, twin_entropy = _pre_update_scores(
         items, twin_of, twin_inputs, actor=actor, chunk_size=chunk_size, ring_attn_group=ring_attn_group,
-        with_entropy=with_entropy, entropy_of_all=settings.config.rank_confidence == "neg_entropy",
+        with_entropy=with_entropy, entropy_of_all=settings.config.rank_confidence == "neg_entropy", current=current,
     )
     clean_of_twin = torch.tensor([i for i in range(n) if twin_of[i] >= 0], dtype=torch.long)
     masks = [item.action_mask.bool() for item in items]
-    old_log_probs = [item.action_log_probs.float() for item in items]  # OpenRLHF's, before the update
-    log_probs = pad_sequence(old_log_probs + [x.float() for x in twin_log_probs], batch_first=True)
+    if current:
+        clean_log_probs = [x.float() for x in current_log_probs]
+    else:
+        clean_log_probs = [item.action_log_probs.float() for item in items]  # OpenRLHF's, before the update
+    log_probs = pad_sequence(clean_log_probs + [x.float() for x in twin_log_probs], batch_first=True)
     mask = pad_sequence(masks + [masks[i] for i in clean_of_twin.tolist()], batch_first=True)
     group = torch.stack([torch.as_tensor(item.info[GROUP_KEY]).reshape(()) for item in items]).long()
     reward = torch.stack([item.rewards.reshape(()) for item in items]).float()

@@ -13,8 +13,11 @@ pre-compensates its own policy loss), and a buffer may hold several optimizer st
 scaled (:meth:`rac_losses.RACPartners.scaled`) by ``gas * optimizer steps per epoch``: with one optimizer
 step per buffer the gradient is exactly the batch loss's; with several, each step's RAC term is on the
 scale of the batch loss, and summed over an epoch at fixed parameters the steps' gradients are ``steps``
-times the batch gradient (as for OpenRLHF's own per-step mean losses). Data-parallel ranks each compute their own batch loss (rows of their own buffer);
-DeepSpeed averages them.
+times the batch gradient (as for OpenRLHF's own per-step mean losses). The tables are those of the parameters
+before the update, unless ``refresh_partners``: then they are rebuilt at the current parameters at the start
+of every optimiser step after the first (a no-grad forward over the buffer each), so every step compares its
+rows with their partners' current confidences. Data-parallel ranks each compute their own batch loss (rows
+of their own buffer); DeepSpeed averages them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from rac_losses.integrations.openrlhf.groups import GROUP_KEY
 from rac_losses.integrations.openrlhf.loss import MicroBatch, RACPolicyLoss
-from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_ROW_KEY, prepare_batch
+from rac_losses.integrations.openrlhf.rows import ROW_KEY, TWIN_ROW_KEY, RACBatch, prepare_batch
 from rac_losses.integrations.settings import RACSettings
 
 __all__ = ["rac_trainer_class"]
@@ -72,18 +75,24 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             buffer = self.replay_buffer
             if not buffer.items:
                 return super().ppo_train(kl_ctl)
-            prepared = prepare_batch(
-                buffer.items, actor=self.actor, settings=settings, processor=self.tokenizer,
-                chunk_size=buffer.sample_batch_size, ring_attn_group=self.strategy.ring_attn_group,
-            )
             micro_batches = len(buffer.items) // buffer.sample_batch_size  # OpenRLHF drops the last partial one
             gas = max(int(self.strategy.accumulated_gradient), 1)
             scale = gas * math.ceil(micro_batches / gas)
-            self._rac_batch = dataclasses.replace(prepared, partners=prepared.partners.scaled(scale))
+
+            def prepare(current: bool) -> RACBatch:
+                prepared = prepare_batch(
+                    buffer.items, actor=self.actor, settings=settings, processor=self.tokenizer,
+                    chunk_size=buffer.sample_batch_size, ring_attn_group=self.strategy.ring_attn_group,
+                    current=current,
+                )
+                return dataclasses.replace(prepared, partners=prepared.partners.scaled(scale))
+
+            self._rac_batch, self._rac_prepare, self._rac_gas = prepare(False), prepare, gas
+            self._rac_stepped = False  # no training step yet: the tables are fresh
             try:
                 status = super().ppo_train(kl_ctl)
             finally:
-                self._rac_batch = None
+                self._rac_batch = self._rac_prepare = None
             if not any(str(k).startswith("rac/") for k in status):
                 raise RuntimeError(
                     "rac: OpenRLHF's ppo_train returned without rac/* metrics: its training steps did not go "
@@ -97,6 +106,10 @@ def rac_trainer_class(base: type, settings: RACSettings) -> type:
             batch = getattr(self, "_rac_batch", None)
             if not isinstance(loss_fn, RACPolicyLoss) or batch is None:
                 raise RuntimeError("rac: training_step outside ppo_train, or the RAC policy loss was replaced")
+            if settings.refresh_partners and self._rac_stepped and step % self._rac_gas == 0:
+                # a new optimiser step (step restarts at 0 each epoch): partners at the current parameters
+                batch = self._rac_batch = self._rac_prepare(True)
+            self._rac_stepped = True
             info = experience.info
             if ROW_KEY not in info or TWIN_ROW_KEY not in info:
                 raise RuntimeError(

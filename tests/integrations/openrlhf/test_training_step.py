@@ -278,3 +278,45 @@ def test_pre_update_entropy_forward_covers_only_rows_that_read_entropy(rank_conf
     expected = reference(actor.model, vl_batch, settings, vl=True)  # every row's entropy, a plain forward
     for name in ("rank_loss", "pair_loss", "conf_clean", "conf_corrupted"):
         assert batch.metrics[name] == pytest.approx(expected.metrics[name], abs=1e-4), name
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_refresh_partners_rebuilds_the_tables_at_every_optimizer_step(refresh, text_batch, monkeypatch):
+    # 12 samples, micro-batch 1, 4 per optimizer step: 3 real Adam steps. With refresh_partners the tables of
+    # steps 2 and 3 are those of the parameters at their start (checked against a plain forward there);
+    # without, every step keeps the pre-update tables.
+    from rac_losses.integrations.openrlhf import trainer as trainer_module
+
+    settings = RACSettings.from_options({"pair_coef": 0, "rank_coef": 1.0, "refresh_partners": refresh})
+    actor = tiny_qwen2()
+    real_prepare = trainer_module.prepare_batch
+    seen = []
+
+    def checked_prepare(items, *, actor, current, **kw):
+        batch = real_prepare(items, actor=actor, current=current, **kw)
+        seen.append((current, batch.metrics["rank_loss"], reference(actor.model, text_batch, settings, vl=False).metrics["rank_loss"]))
+        return batch
+
+    monkeypatch.setattr(trainer_module, "prepare_batch", checked_prepare)
+    trainer = make_trainer(rac_trainer_class(stock_cls(), settings), actor, args_for(1, entropy=False), gas=4, lr=1e-2,
+                           monkeypatch=monkeypatch)
+    step = trainer.strategy.optimizer_step
+    calls = []
+
+    def every_fourth(optimizer, model, scheduler, name=None):  # DeepSpeed steps at accumulation boundaries
+        calls.append(1)
+        if len(calls) % 4 == 0:
+            step(optimizer, model, scheduler, name)
+
+    trainer.strategy.optimizer_step = every_fourth
+    trainer.replay_buffer.append(copy.deepcopy(text_batch))
+    torch.manual_seed(0)
+    trainer.ppo_train(0.0)
+    assert len(calls) == 12
+    if not refresh:
+        assert [c for c, _, _ in seen] == [False]
+        return
+    assert [c for c, _, _ in seen] == [False, True, True]
+    for _, got, expected in seen:
+        assert got == pytest.approx(expected, abs=1e-5)  # the tables of the parameters they were built at
+    assert len({round(got, 6) for _, got, _ in seen}) == 3  # the parameters moved between steps
