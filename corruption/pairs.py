@@ -699,10 +699,11 @@ def _run_files(src: str, out_dir: str, layout: ImageLayout, names: tuple[str, ..
 
 def _mix_assignment(pf: pq.ParquetFile, layout: ImageLayout, src: str, mix: tuple[tuple[int, float], ...], seed: int) -> list[int]:
     """The severity of each row's corrupted half in the main set: rows ordered by a keyed hash of their
-    content (images and other values), then cut into consecutive blocks of :func:`mix_counts` rows."""
+    content (image bytes and the values of the other columns; not image paths, which depend on where the
+    data lies), then cut into consecutive blocks of :func:`mix_counts` rows."""
     keys = []
     row0 = 0
-    others = [n for n in pf.schema_arrow.names if n not in layout.columns or layout.kind != "bytes"]
+    others = [n for n in pf.schema_arrow.names if n not in layout.columns]
     for batch in pf.iter_batches(batch_size=256):
         vals = batch.to_pylist()
         for i, row in enumerate(vals):

@@ -322,11 +322,14 @@ def test_image_folders_are_the_same_for_any_row_order(tmp_path: Path) -> None:
     perm = [3, 0, 5, 1, 4, 2]
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir(), b_dir.mkdir()
-    P.build_pairs(_dataset(a_dir, "messages", n), a_dir / "out", severities=(1,), mix=None, workers=0, progress=False)
-    P.build_pairs(_dataset(b_dir, "messages", n, seeds=perm), b_dir / "out", severities=(1,), mix=None, workers=0, progress=False)
+    P.build_pairs(_dataset(a_dir, "messages", n), a_dir / "out", severities=(1, 2, 3), workers=0, progress=False)
+    P.build_pairs(_dataset(b_dir, "messages", n, seeds=perm), b_dir / "out", severities=(1, 2, 3), workers=0, progress=False)
     assert _digest_tree(a_dir / "out" / "images_T0.2") == _digest_tree(b_dir / "out" / "images_T0.2")  # content-addressed
-    ta = pq.read_table(a_dir / "out" / "train_pair_T0.2.parquet").to_pylist()
-    tb = pq.read_table(b_dir / "out" / "train_pair_T0.2.parquet").to_pylist()
+    for f in ("train_pair_T0.2.parquet", "train_pair_main.parquet"):
+        _same_rows(pq.read_table(a_dir / "out" / f).to_pylist(), pq.read_table(b_dir / "out" / f).to_pylist(), perm, a_dir, b_dir)
+
+
+def _same_rows(ta: list[dict], tb: list[dict], perm: list[int], a_dir: Path, b_dir: Path) -> None:
     for pos_b, r in enumerate(perm):
         for k in (0, 1):
             ra, rb = dict(ta[2 * r + k]), dict(tb[2 * pos_b + k])
