@@ -1,5 +1,8 @@
 """The ``rac`` v1 trainer mode: verl's synchronous PPO trainer with the RAC loss installed.
 
+Wherever verl's trainer asks for its mode it is told ``sync`` (:attr:`RACTrainer.trainer_mode`): a ``rac``
+run is a ``sync`` run in every code path verl selects by mode.
+
 Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*`` (see
 :mod:`rac_losses.integrations.settings`). At construction it validates the ``rac`` options, asks verl for
 per-token entropy when a ``neg_entropy`` confidence is used, and routes rollouts through the twin agent loop
@@ -107,6 +110,17 @@ class RACTrainer(PPOTrainerSync):
         prepare_config(config, self.rac)
         super().__init__(config)
         logger.info("rac: %s", self.rac)
+
+    @property
+    def trainer_mode(self) -> str:
+        """``"sync"``: verl's v1 trainer compares ``trainer_mode == "sync"`` literally (the replay buffer class
+        and its options under ``trainer.v1.sync``, single-prompt dataloader fetches, the prompt fields kept in
+        TransferQueue, the TransferQueue state in checkpoints); the ``rac`` mode is the sync trainer in each."""
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, mode: str) -> None:
+        """verl's constructor assigns ``config.trainer.v1.trainer_mode`` (``rac``); the mode stays ``sync``."""
 
     def _setup(self) -> None:
         super()._setup()

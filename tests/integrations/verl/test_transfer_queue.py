@@ -9,14 +9,18 @@ back (as jagged nested tensors) and verl's mini-/micro-batching splits them befo
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
+import numpy as np
 import pytest
 import ray
 import torch
 import transfer_queue as tq
 from omegaconf import OmegaConf
 from transformers import Qwen2_5_VLForConditionalGeneration
+from verl.trainer.ppo.v1 import get_trainer_cls, trainer_base
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
@@ -109,3 +113,77 @@ def test_a_rac_step_through_transfer_queue_trains_the_core_loss(transfer_queue, 
     assert counting.micro_batches == [3, 3, 3]  # 9 shuffled rows: groups and pairs straddle micro-batches
     assert got["actor/rac_loss"] == [pytest.approx(float(want.loss), abs=1e-5)]  # summed over micro-batches
     assert metrics["rac/rank_pairs"] == want.metrics["rank_pairs"]
+
+
+class _ActorWorkers:
+    """Stands in for the actor worker group: saves a marker file where verl asks for the weights."""
+
+    def save_checkpoint(self, local_path, remote_path, global_steps, max_ckpt_to_keep=None):
+        os.makedirs(local_path, exist_ok=True)
+        open(os.path.join(local_path, "weights"), "w").close()
+
+
+class _Rollouts:
+    def generate_sequences(self, batch):
+        pass
+
+
+def _trainer(mode: str, folder, monkeypatch, *overrides: str):
+    """verl's trainer for ``mode`` up to its dataloaders (a 64-prompt stand-in dataset), no workers."""
+    monkeypatch.setattr(trainer_base, "create_rl_dataset", lambda *args, **kwargs: list(range(64)))
+    config = hydra_config.compose_ppo(
+        f"trainer.v1.trainer_mode={mode}", "data.train_batch_size=8", f"trainer.default_local_dir={folder / mode}",
+        *overrides,
+    )
+    trainer = get_trainer_cls(mode)(config)
+    trainer.tokenizer = trainer.processor = None
+    trainer._init_dataloader()
+    trainer.actor_rollout_wg, trainer.agent_loop_manager, trainer.global_steps = _ActorWorkers(), _Rollouts(), 3
+    return trainer
+
+
+def _stored_fields(keys: list[str]) -> list[str]:
+    """The fields TransferQueue holds for ``keys`` (none when only their tags were put)."""
+    try:
+        return sorted(tq.kv_batch_get(keys=keys, partition_id="train").keys())
+    except ValueError as e:  # TransferQueue's answer for keys that carry tags and no field
+        assert "not ready" in str(e)
+        return []
+
+
+def _files(folder) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names)
+
+
+@pytest.mark.parametrize(
+    "overrides", [(), ("algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc")],
+    ids=["plain", "filter_groups"],
+)
+def test_the_rac_trainer_is_verls_sync_trainer_wherever_verl_asks_the_mode(transfer_queue, tmp_path, monkeypatch, overrides):
+    sync = _trainer("sync", tmp_path, monkeypatch, *overrides)
+    rac = _trainer("rac", tmp_path, monkeypatch, "+rac.pair_coef=0", *overrides)
+    assert rac.config.trainer.v1.trainer_mode == "rac"  # the config still says what the user asked for
+
+    # the replay buffer: the sync class (drains and discards filtered groups), with the sync options
+    assert type(rac.replay_buffer) is type(sync.replay_buffer) is ReplayBuffer
+    state = lambda t: {k: v for k, v in vars(t.replay_buffer).items() if k != "refill_fn"}  # noqa: E731
+    assert state(rac) == state(sync)
+    # the dataloader fetches whole batches (single prompts only where sync fetches them too)
+    assert rac.config.data.get("gen_batch_size") == sync.config.data.get("gen_batch_size")
+    assert rac.train_dataloader.batch_size == sync.train_dataloader.batch_size
+    assert rac.parameter_sync_step == sync.parameter_sync_step
+
+    # what TransferQueue keeps of a submitted prompt: its tags only, as for sync
+    stored = {}
+    for mode, trainer in (("sync", sync), ("rac", rac)):
+        uids = np.array([f"{mode}-{i}" for i in range(2)], dtype=object)
+        trainer._submit_batch_to_rollout(tu.get_tensordict({"input_ids": torch.ones(2, 3, dtype=torch.long), "uid": uids}))
+        stored[mode] = _stored_fields(list(uids))
+        tq.kv_clear(keys=list(uids), partition_id="train")
+    assert stored["rac"] == stored["sync"]
+
+    # checkpoints: the same files (no TransferQueue state), and no in-flight prompt re-issued on resume
+    sync._save_checkpoint()
+    rac._save_checkpoint()
+    assert _files(tmp_path / "rac") == _files(tmp_path / "sync")
+    assert rac._reissue_inflight_prompts() == sync._reissue_inflight_prompts() == 0
