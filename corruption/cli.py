@@ -128,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rac-corrupt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rac-corrupt: interrupted; no output written", file=sys.stderr)
+        if args.command in ("pairs", "testsets"):
+            print("rac-corrupt: interrupted; the file being written was discarded, finished files are kept "
+                  "(rerun the command to resume)", file=sys.stderr)
+        else:
+            print("rac-corrupt: interrupted; no output written", file=sys.stderr)
         return 130
 
 

@@ -210,7 +210,8 @@ def test_resumed_run_reuses_finished_files(tmp_path: Path, monkeypatch: pytest.M
     assert (out / "train_pair_T0.2.parquet").stat().st_mtime_ns != first.st_mtime_ns
 
 
-def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(tmp_path: Path, sig: int) -> None:
     src = _dataset(tmp_path, "bytes", 48, h=128, w=160)
     before = hashlib.sha256(src.read_bytes()).hexdigest()
     out = tmp_path / "out"
@@ -222,9 +223,14 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(tmp_path: Path) 
     while not (out.exists() and [p for p in out.iterdir() if p.name.endswith(".tmp")]) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished
-    assert not (out / "train_pair_T0.2.parquet").exists()  # only the hidden temp file
+    proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+        assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished
+    else:  # SIGTERM: stops cleanly, removing its temp file
+        assert proc.wait(timeout=30) == 130, proc.communicate()
+        assert "interrupted; the file being written was discarded" in proc.stderr.read().decode()
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not (out / "train_pair_T0.2.parquet").exists()  # at most the hidden temp file
     assert main(["pairs", str(src), str(out), "--severities", "1", "--mix", "none", "--names", "fog",
                  "--workers", "0", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [P.MANIFEST, "train_pair_T0.2.parquet"]  # temp file removed
