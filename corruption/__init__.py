@@ -8,7 +8,8 @@
 - :class:`CorruptionPolicy`: picks ``(name, severity)`` per sample key, deterministically;
   ``CorruptionPolicy.paper()`` is the RAC paper's (8 corruptions, severities 1/2/3 at 50/40/10%).
 - :func:`corruption_level` / :data:`LEVELS`: the paper's level ``severity / 5``.
-- CLI ``rac-corrupt`` (:mod:`.cli`): ``preview`` contact sheets and ``dataset`` parquet conversion.
+- CLI ``rac-corrupt`` (:mod:`.cli`): ``preview`` contact sheets, ``dataset`` parquet conversion, and the
+  paper's data (:mod:`.pairs`): ``pairs`` (paired training sets, the 50/40/10 main set), ``testsets``.
 
 ImageNet-C: Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
 Perturbations", ICLR 2019. Parameter tables as in the Apache-2.0 ``imagecorruptions`` package.

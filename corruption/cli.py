@@ -1,4 +1,5 @@
-"""``rac-corrupt``: contact-sheet previews and corrupted twins of parquet datasets.
+"""``rac-corrupt``: contact-sheet previews, corrupted twins of parquet datasets, the RAC paper's paired
+training sets and corrupted test sets.
 
 Examples::
 
