@@ -10,7 +10,9 @@ its result is mapped to 0 or 1: the ``acc`` entry of a dict result when present,
 float result), counts as correct when ``>= 0.5``. That recovers the accuracy of every built-in scorer
 (geo3k's ``0.9 * accuracy + 0.1 * format``, gsm8k's and MATH's 0/1, DAPO's ±1 with ``acc``); any format
 bonus is dropped. The score is :func:`rac_losses.rewards.verbalized_reward`'s ``correct + brier``, in
-``[0, 2]``, with a Brier term of 0 when the tag is missing or malformed.
+``[0, 2]``, with a Brier term of 0 when the tag is missing or malformed. verl's reward loop keeps the returned
+dict as each row's ``reward_extra_info``; the ``rac`` trainer ranks rollouts by its ``correct`` entry, not by
+the score (see :mod:`.rows`).
 """
 
 from __future__ import annotations

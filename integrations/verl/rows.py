@@ -3,7 +3,11 @@
 verl keeps a step's rows as per-row fields (TransferQueue keys, or ``TensorDict`` rows): ``uid`` (the
 prompt group), ``rm_scores`` (token-level reward), ``response_mask``, ``old_log_probs``, ``entropy``, and
 the ``extra_fields`` dict of each agent-loop output, where the twin agent loop puts ``rac_pair`` (shared by
-a clean row and its corrupted twin), ``rac_severity`` (0 clean, 1..5 twin) and ``rac_corruption``.
+a clean row and its corrupted twin), ``rac_severity`` (0 clean, 1..5 twin) and ``rac_corruption``, and
+verl's reward loop puts ``reward_extra_info`` (the reward function's dict; verl's own ``acc`` for a float
+score). The ranking target is the correctness there (``correct``, else ``acc``) when every row has it:
+ranking by the shipped hook's ``correct + Brier`` score would order two correct answers by their stated
+confidence, the very quantity the ranking loss is meant to calibrate.
 Nothing here imports verl: it is plain torch/numpy over those fields.
 """
 
@@ -23,6 +27,7 @@ __all__ = [
     "CORRUPTION_FIELD",
     "PAIR_FIELD",
     "PARTNER_PREFIX",
+    "RANK_TARGET_KEYS",
     "SEVERITY_FIELD",
     "TWIN_KEY",
     "Rows",
@@ -34,6 +39,9 @@ __all__ = [
 PAIR_FIELD = "rac_pair"
 SEVERITY_FIELD = "rac_severity"
 CORRUPTION_FIELD = "rac_corruption"
+
+#: ``reward_extra_info`` keys read as the ranking target, in order of preference (the hook's, then verl's own).
+RANK_TARGET_KEYS = ("correct", "acc")
 
 #: Prefix of the partner-table fields written per row (see :meth:`rac_losses.RACPartners.to_fields`).
 PARTNER_PREFIX = "rac_"
@@ -47,7 +55,8 @@ class Rows:
 
     Attributes:
         group: ``[N]`` int64 prompt-group ids (from ``uid``).
-        reward: ``[N]`` float64 sequence rewards (``rm_scores`` summed over the response).
+        reward: ``[N]`` float64 ranking target: ``reward_extra_info["correct"]`` (else ``["acc"]``) when every
+            row carries it, else the sequence reward (``rm_scores`` summed over the response).
         valid: ``[N]`` bool, false for verl's synthetic padding rows.
         twin: ``[N]`` bool, the row is a corrupted twin (``rac_severity > 0``).
         pair: ``[N]`` int64 clean/twin pair ids, or ``None`` when the step has no twin.
@@ -72,14 +81,16 @@ def rows_from_verl(
 
     Args:
         uid: ``N`` prompt ids (any hashable; rows of one prompt share it).
-        rm_scores: ``[N, T]`` token-level rewards (padded), summed per row into the sequence reward.
+        rm_scores: ``[N, T]`` token-level rewards (padded), summed per row into the sequence reward (the ranking
+            target when the rows carry no correctness, see :data:`RANK_TARGET_KEYS`).
         extra_fields: ``N`` agent-loop ``extra_fields`` dicts (``None`` or missing keys: a clean row
             without twins).
         padding: ``N`` flags, true for verl's synthetic padding rows (``tag["is_padding"]``).
 
     Raises:
         TypeError: ``rm_scores`` is not a float tensor.
-        ValueError: lengths differ, or a ``rac_severity`` outside ``0..5``.
+        ValueError: lengths differ, a ``rac_severity`` outside ``0..5``, or a correctness key that some rows'
+            ``reward_extra_info`` carry and others lack.
     """
     if not isinstance(rm_scores, torch.Tensor) or not rm_scores.is_floating_point():
         raise TypeError(f"rm_scores must be a float tensor [N, T], got {type(rm_scores).__name__}")
@@ -104,12 +115,26 @@ def rows_from_verl(
         pair = torch.from_numpy(pair_ids.astype(np.int64))
     return Rows(
         group=torch.from_numpy(group.astype(np.int64)),
-        reward=rm_scores.detach().to(torch.float64).sum(-1),
+        reward=_rank_target(extras, rm_scores),
         valid=valid,
         twin=twin,
         pair=pair,
         severity=severity if pair is not None else None,
     )
+
+
+def _rank_target(extras: Sequence[Mapping[str, Any]], rm_scores: torch.Tensor) -> torch.Tensor:
+    infos = [e.get("reward_extra_info") or {} for e in extras]
+    for key in RANK_TARGET_KEYS:
+        have = [key in info for info in infos]
+        if all(have):
+            return torch.tensor([float(info[key]) for info in infos], dtype=torch.float64)
+        if any(have):
+            raise ValueError(
+                f"reward_extra_info[{key!r}] is on {sum(have)} of {len(have)} rows: the ranking target must be "
+                "the same quantity for every row (return it from the reward function for every response)"
+            )
+    return rm_scores.detach().to(torch.float64).sum(-1)
 
 
 def partner_fields(

@@ -121,3 +121,48 @@ def test_rows_from_verl_refuses_bad_input_naming_it():
         rows_from_verl(["a", "b"], torch.zeros(1, 3), [{}], [False])
     with pytest.raises(ValueError, match="rac_severity must lie in 0..5"):
         rows_from_verl(["a"], torch.zeros(1, 3), [{"rac_severity": 9}], [False])
+
+
+def _scored(infos: list[dict]) -> tuple[torch.Tensor, list[dict]]:
+    """verl's ``rm_scores`` (the score on the last token) and ``extra_fields`` for the reward loop's results."""
+    rm = torch.zeros(len(infos), 4)
+    rm[:, -1] = torch.tensor([info["score"] for info in infos])
+    return rm, [{"reward_extra_info": info} for info in infos]
+
+
+def test_the_ranking_target_is_the_reward_hooks_correctness_not_its_score():
+    from rac_losses.integrations.verl import reward
+    from rac_losses.integrations.verl.rows import rows_from_verl
+
+    answers = ["#### 42 <confidence>0.9</confidence>", "#### 42 <confidence>0.6</confidence>", "#### 41 <confidence>0.2</confidence>"]
+    infos = [reward.compute_score("openai/gsm8k", a, "42") for a in answers]
+    rm, extras = _scored(infos)
+    assert rm.sum(1).tolist() == pytest.approx([1.99, 1.84, 0.96])  # correct + Brier: the two right answers differ
+    rows = rows_from_verl(["p"] * 3, rm, extras, [False] * 3)
+    assert rows.reward.tolist() == [1.0, 1.0, 0.0]
+    # the two correct answers tie: each is ranked above the wrong one only (the score would add a third pair)
+    logp, mask = -torch.rand(3, 4, generator=torch.Generator().manual_seed(0)), torch.ones(3, 4, dtype=torch.bool)
+    config = RACSettings.from_options({"pair_coef": 0}).config
+    assert rac_loss(logp, mask, rows.reward, rows.group, config=config).metrics["rank_pairs"] == 2
+    assert rac_loss(logp, mask, rm.sum(1).double(), rows.group, config=config).metrics["rank_pairs"] == 3
+
+
+def test_the_ranking_target_falls_back_to_verls_acc_then_to_the_sequence_reward():
+    from rac_losses.integrations.verl.rows import rows_from_verl
+
+    # a float reward function: verl's reward loop records it as acc
+    rm, extras = _scored([{"score": 0.9, "acc": 0.9}, {"score": 0.1, "acc": 0.1}])
+    assert rows_from_verl(["p", "p"], rm, extras, [False] * 2).reward.tolist() == pytest.approx([0.9, 0.1])
+    # DAPO-like: a ±1 score with a boolean acc
+    rm, extras = _scored([{"score": 1.0, "acc": True}, {"score": -1.0, "acc": False}])
+    assert rows_from_verl(["p", "p"], rm, extras, [False] * 2).reward.tolist() == [1.0, 0.0]
+    # no reward extra info at all: the summed token rewards
+    assert rows_from_verl(["p", "p"], rm, [{}, {}], [False] * 2).reward.tolist() == [1.0, -1.0]
+
+
+def test_a_correctness_on_some_rows_only_is_refused():
+    from rac_losses.integrations.verl.rows import rows_from_verl
+
+    rm, extras = _scored([{"score": 1.0, "correct": 1.0}, {"score": 0.5}])
+    with pytest.raises(ValueError, match=r"reward_extra_info\['correct'\] is on 1 of 2 rows"):
+        rows_from_verl(["p", "p"], rm, extras, [False] * 2)
