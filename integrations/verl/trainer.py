@@ -46,8 +46,9 @@ def settings_from_config(config: DictConfig) -> RACSettings:
     Raises:
         ValueError: an unknown or invalid ``rac`` option (named); a confidence verl cannot provide
             (``topk``); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
-            reads); or, with twins, an advantage estimator other than ``grpo``, a ``seq-mean-*`` loss
-            aggregation, or rollout importance weights / rejection sampling (see the messages).
+            reads); ``loss_agg_mode=token-sum`` with a RAC term on; or, with twins, an advantage estimator
+            other than ``grpo``, a ``seq-mean-*`` loss aggregation, or rollout importance weights / rejection
+            sampling (see the messages).
     """
     node = config.get("rac")
     options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
@@ -58,6 +59,17 @@ def settings_from_config(config: DictConfig) -> RACSettings:
         raise ValueError(
             "rac needs verl to recompute the old log-probs and entropy of every row (each under its own image); "
             "algorithm.rollout_correction.bypass_mode=true reuses the rollout's instead: turn it off"
+        )
+    mode = config.actor_rollout_ref.actor.loss_agg_mode
+    if mode == "token-sum" and (settings.config.rank_coef > 0 or settings.config.pair_coef > 0):
+        # verl's token-sum term is a raw sum over the batch's tokens (times dp_size); RAC's terms are means over
+        # comparisons. Scaling them by a token count would make rank_coef / pair_coef weigh differently at every
+        # batch size and response length, a weighting neither the losses nor the paper define: refuse instead.
+        raise ValueError(
+            "rac's ranking and pairwise terms are means over comparisons, but "
+            "actor_rollout_ref.actor.loss_agg_mode=token-sum makes verl's policy term a sum over tokens, so "
+            "rac.rank_coef / rac.pair_coef would weigh differently at every batch size and response length: "
+            "use loss_agg_mode=token-mean (verl's default)"
         )
     if settings.uses_twins:
         _check_twins_supported(config)

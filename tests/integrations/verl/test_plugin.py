@@ -93,6 +93,8 @@ def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
         (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode=true reuses the rollout's"),
         (["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"], "twins need a token loss aggregation"),
         (["algorithm.rollout_correction.rollout_is=token"], "cannot take part in algorithm.rollout_correction.rollout_is"),
+        (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "loss_agg_mode=token-sum makes verl's policy term a sum"),
+        (["actor_rollout_ref.actor.loss_agg_mode=token-sum", "+rac.pair_coef=0"], "use loss_agg_mode=token-mean"),
     ],
 )
 def test_a_bad_rac_value_fails_at_start_up_naming_it(overrides, match):
