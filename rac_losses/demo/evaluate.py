@@ -1,16 +1,19 @@
 """Evaluation on held-out clean images and on corrupted copies at severities 1..5.
 
-The policy answers greedily. Per severity (0 = clean):
+The policy answers greedily (``answer confidence <eos>``). Per severity (0 = clean):
 
-- ``accuracy``; ``malformed`` (not exactly one valid answer token then ``<eos>``);
-- confidence ``prob`` = ``sequence_confidence(..., method="prob")`` = exp(mean token log-prob) of the
-  answer, the issue's headline confidence: ``ece`` (15 equal-width bins), ``auroc``, ``brier``,
-  ``conf``; and the same four for the sequence probability exp(sum of token log-probs): ``ece_seq``,
-  ``auroc_seq``, ``brier_seq``, ``conf_seq``;
-- for corrupted images: ``agreement`` (the same response as on the clean image) and ``conf_same``: the
-  ``prob`` confidence of the *clean image's* response re-scored on the corrupted image (the quantity the
-  pairwise loss acts on);
-- ``reliability`` and ``reliability_seq``: per-bin counts, summed confidences and summed correctness, so
+- ``accuracy``; ``malformed`` (not ``answer confidence <eos>`` with an answer of the question's type);
+- the **stated** confidence (the confidence token's value; 0 for a malformed response, which is never
+  correct): ``ece`` (15 equal-width bins), ``ece10`` (the paper's 10 right-closed bins), ``brier``,
+  ``auroc``, ``conf``;
+- the **token-probability** confidence, the answer token's probability: ``ece_tok``, ``ece10_tok``,
+  ``brier_tok``, ``auroc_tok``, ``conf_tok``;
+- the **expected stated** confidence (:func:`rac_losses.stated_confidence` at the confidence position, the
+  quantity ``rac_loss_stated`` trains; 0 for malformed): ``ece_exp``, ``auroc_exp``, ``conf_exp``;
+- ``summary``: :func:`rac_losses.metrics.calibration_summary` of the stated confidence (the release's
+  logged metrics; malformed responses have no confidence and count only in its ``format_rate``);
+- ``agreement``: the same answer token as on the clean image;
+- ``reliability`` and ``reliability_tok``: per-bin counts, summed confidences and summed correctness, so
   curves can be pooled over seeds exactly.
 """
 
@@ -21,13 +24,13 @@ import warnings
 import numpy as np
 import torch
 
-from rac_losses import sequence_confidence
+from rac_losses import stated_confidence
 from rac_losses.demo.corrupt import CORRUPTIONS, corrupt_images
 from rac_losses.demo.policy import TinyVLPolicy, images_to_tensor
-from rac_losses.demo.task import Batch, score_responses
-from rac_losses.metrics import auroc, brier_score, expected_calibration_error, reliability_curve
+from rac_losses.demo.task import CONFIDENCE_POSITION, CONFIDENCE_VALUES, MISSING, Batch, score_responses
+from rac_losses.metrics import auroc, brier_score, calibration_summary, expected_calibration_error, reliability_curve
 
-__all__ = ["N_BINS", "SEVERITIES", "EvalSet", "make_eval_set", "evaluate"]
+__all__ = ["N_BINS", "SEVERITIES", "EvalSet", "evaluate"]
 
 N_BINS = 15
 SEVERITIES = (0, 1, 2, 3, 4, 5)
@@ -50,18 +53,6 @@ class EvalSet:
             self.images[s] = corrupt_images(batch.images, kinds, np.full(n, s), seeds)
 
 
-def make_eval_set(batch: Batch, seed: int) -> EvalSet:
-    return EvalSet(batch, seed)
-
-
-def _prob(logprobs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    return sequence_confidence(logprobs, mask, method="prob").numpy().astype(np.float64)
-
-
-def _seq_prob(logprobs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    return torch.where(mask, logprobs, 0.0).sum(1).exp().numpy().astype(np.float64)
-
-
 def _curve(conf: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
     c = reliability_curve(conf, correct, n_bins=N_BINS)
     count = c.bin_count.astype(np.float64)
@@ -72,15 +63,16 @@ def _curve(conf: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
     }
 
 
-def _scores(conf: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+def _scores(conf: np.ndarray, correct: np.ndarray, suffix: str) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # AUROC is NaN when one class is absent
         a = auroc(conf, correct)
     return {
-        "ece": expected_calibration_error(conf, correct, n_bins=N_BINS),
-        "auroc": a,
-        "brier": brier_score(conf, correct),
-        "conf": float(conf.mean()),
+        f"ece{suffix}": expected_calibration_error(conf, correct, n_bins=N_BINS),
+        f"ece10{suffix}": expected_calibration_error(conf, correct, n_bins=10, strategy="uniform_right"),
+        f"auroc{suffix}": a,
+        f"brier{suffix}": brier_score(conf, correct),
+        f"conf{suffix}": float(conf.mean()),
     }
 
 
@@ -91,42 +83,37 @@ def evaluate(policy: TinyVLPolicy, data: EvalSet, batch_size: int = 500) -> dict
     dev = next(policy.parameters()).device
     b = data.batch
     questions = torch.from_numpy(b.questions).to(dev)
+    values = torch.from_numpy(CONFIDENCE_VALUES).float().to(dev)
     results: dict[str, dict] = {}
-    clean_tokens = None
+    clean_answer = None
     for s in SEVERITIES:
-        toks, masks, conf, seq, same, correct_all, well_all = [], [], [], [], [], [], []
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("correct", "well", "stated", "answer", "tok", "exp")}
         for lo in range(0, len(b), batch_size):
             sl = slice(lo, lo + batch_size)
             visual = policy.encode(images_to_tensor(data.images[s][sl], dev))
-            roll = policy.sample(visual, questions[sl], None, greedy=True)
-            roll_tokens, roll_mask = roll.tokens.cpu(), roll.mask.cpu()
-            correct, well, _ = score_responses(roll_tokens.numpy(), roll.lengths.cpu().numpy(), b.answers[sl], b.qtypes[sl])
-            toks.append(roll_tokens.numpy())
-            masks.append(roll_mask.numpy())
-            conf.append(_prob(roll.logprobs.cpu(), roll_mask))
-            seq.append(_seq_prob(roll.logprobs.cpu(), roll_mask))
-            correct_all.append(correct)
-            well_all.append(well)
-            if s > 0:  # the clean response re-scored on the corrupted image
-                ct = torch.from_numpy(clean_tokens[sl]).to(dev)
-                cmask = torch.from_numpy(clean_mask[sl])
-                logits = policy.response_logits(visual, questions[sl], ct)  # one prefix per row
-                lp = torch.log_softmax(logits.float(), -1).gather(2, ct.unsqueeze(2)).squeeze(2).cpu()
-                same.append(_prob(lp, cmask))
-        tokens = np.concatenate(toks)
-        conf_a, seq_a = np.concatenate(conf), np.concatenate(seq)
-        correct_a, well_a = np.concatenate(correct_all), np.concatenate(well_all)
-        res = {"accuracy": float(correct_a.mean()), "malformed": float(1 - well_a.mean())}
-        res.update(_scores(conf_a, correct_a))
-        res.update({f"{k}_seq": v for k, v in _scores(seq_a, correct_a).items()})
-        res["reliability"] = _curve(conf_a, correct_a)
-        res["reliability_seq"] = _curve(seq_a, correct_a)
+            roll = policy.sample(visual, questions[sl], None, greedy=True, keep_dist=True)
+            scored = score_responses(roll.tokens.cpu().numpy(), roll.lengths.cpu().numpy(), b.answers[sl], b.qtypes[sl])
+            positions = torch.full((len(scored.correct), 1), CONFIDENCE_POSITION, dtype=torch.long, device=dev)
+            expected = stated_confidence(roll.dist, positions, values).cpu().double().numpy()
+            parts["correct"].append(scored.correct)
+            parts["well"].append(scored.well_formed)
+            parts["stated"].append(scored.confidence)
+            parts["answer"].append(roll.tokens[:, 0].cpu().numpy())
+            parts["tok"].append(roll.logprobs[:, 0].exp().cpu().double().numpy())
+            parts["exp"].append(np.where(scored.well_formed, expected, 0.0))
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        correct, well, stated = cat["correct"], cat["well"], cat["stated"]
+        shown = np.where(well, stated, 0.0)
+        res: dict = {"accuracy": float(correct.mean()), "malformed": float(1 - well.mean())}
+        res.update(_scores(shown, correct, ""))
+        res.update(_scores(cat["tok"], correct, "_tok"))
+        exp = _scores(cat["exp"], correct, "_exp")
+        res.update({k: exp[k] for k in ("ece_exp", "auroc_exp", "conf_exp")})
+        res["summary"] = calibration_summary(np.where(well, stated, MISSING), correct, format_ok=well)
+        res["reliability"] = _curve(shown, correct)
+        res["reliability_tok"] = _curve(cat["tok"], correct)
         if s == 0:
-            clean_tokens, clean_mask = tokens, np.concatenate(masks)
-            res["agreement"] = 1.0
-            res["conf_same"] = res["conf"]
-        else:
-            res["agreement"] = float((tokens == clean_tokens).all(1).mean())
-            res["conf_same"] = float(np.concatenate(same).mean())
+            clean_answer = cat["answer"]
+        res["agreement"] = float((cat["answer"] == clean_answer).mean())
         results[str(s)] = res
     return results

@@ -25,7 +25,7 @@ class PolicyConfig:
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 2
-    max_response: int = 3
+    max_response: int = 4
 
 
 def images_to_tensor(images, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -79,12 +79,15 @@ class Rollout:
         mask: ``[n, R]`` bool, the response's tokens (``<eos>`` included).
         logprobs: ``[n, R]`` float32, log-prob of each sampled token under the sampling policy (0 where masked).
         lengths: ``[n]`` int64, number of response tokens.
+        dist: ``[n, R, V]`` float32 log-probs of every token at every position (``keep_dist=True``; else
+            ``None``); positions after every row has ended hold 0.
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     logprobs: torch.Tensor
     lengths: torch.Tensor
+    dist: torch.Tensor | None = None
 
 
 class TinyVLPolicy(nn.Module):
@@ -170,10 +173,12 @@ class TinyVLPolicy(nn.Module):
         group_size: int = 1,
         greedy: bool = False,
         temperature: float = 1.0,
+        keep_dist: bool = False,
     ) -> Rollout:
         """Sample (or greedily decode) ``group_size`` responses per prompt, at most ``max_response`` tokens.
 
-        Rows are prompt-major: row ``i`` answers prompt ``i // group_size``. Stops at ``<eos>``.
+        Rows are prompt-major: row ``i`` answers prompt ``i // group_size``. Stops at ``<eos>`` (and
+        decoding stops once every row has). ``keep_dist`` keeps every position's log-probs.
         """
         cache, first = self.prefix(visual, questions)
         n = questions.shape[0] * group_size
@@ -184,10 +189,15 @@ class TinyVLPolicy(nn.Module):
         logprobs = torch.zeros(n, r, device=dev)
         mask = torch.zeros(n, r, dtype=torch.bool, device=dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)
+        dist = torch.zeros(n, r, len(VOCAB), device=dev) if keep_dist else None
         for j in range(r):
+            if not bool(alive.any()):
+                break
             logits = first[index] if j == 0 else self.suffix_logits(cache, index, tokens[:, :j])[:, -1]
             logits = logits.float()
             logp = torch.log_softmax(logits / temperature, dim=-1)
+            if dist is not None:
+                dist[:, j] = logp
             if greedy:
                 nxt = logp.argmax(-1)
             else:
@@ -197,4 +207,4 @@ class TinyVLPolicy(nn.Module):
             logprobs[:, j] = torch.where(alive, logp.gather(1, nxt.unsqueeze(1)).squeeze(1), 0.0)
             mask[:, j] = alive
             alive = alive & (nxt != EOS)
-        return Rollout(tokens, mask, logprobs, mask.sum(1))
+        return Rollout(tokens, mask, logprobs, mask.sum(1), dist)

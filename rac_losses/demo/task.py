@@ -10,13 +10,18 @@ Four question types, equally likely, each with its answers equally likely:
 - ``exist``: "is there a red circle ?" -> ``yes`` / ``no`` (a "no" image may hold red shapes and circles,
   just not a red circle: the question needs colour-shape binding)
 
-A response is tokens ending in ``<eos>``; it is *well formed* when it is exactly one answer token of the
-question's type followed by ``<eos>``, and *correct* when that token is the answer.
+A response states its answer and then its confidence: ``answer confidence <eos>``, the confidence one of
+11 tokens ``0.0`` ... ``1.0`` (:data:`CONFIDENCE_VALUES`). It is *well formed* when it is exactly one answer
+token of the question's type, one confidence token and ``<eos>`` (a missing or misplaced confidence is
+malformed, as in the paper's format check), and *correct* when it is well formed and its answer token is
+the answer. :func:`render_response` writes a response in the paper's ``<answer>/<confidence>`` schema,
+for :func:`rac_losses.rewards.paper_reward`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,10 +36,15 @@ __all__ = [
     "SEP",
     "SHAPES",
     "VOCAB",
+    "CONFIDENCE_TOKENS",
+    "CONFIDENCE_VALUES",
+    "MISSING",
     "Batch",
+    "Scored",
     "answer_candidates",
     "decode",
     "generate",
+    "render_response",
     "score_responses",
 ]
 
@@ -47,9 +57,20 @@ ANSWERS = {"count": COUNTS, "colour": COLOURS, "shape": SHAPES, "exist": ("yes",
 
 _SPECIAL = ("<pad>", "<eos>", "<sep>")
 _WORDS = ("how", "many", "shapes", "what", "colour", "shape", "is", "the", "one", "there", "a", "?")
-VOCAB: tuple[str, ...] = _SPECIAL + _WORDS + SHAPES + COLOURS + COUNTS + ("yes", "no")
+_CONFIDENCES = tuple(f"{k / 10:.1f}" for k in range(11))
+VOCAB: tuple[str, ...] = _SPECIAL + _WORDS + SHAPES + COLOURS + COUNTS + ("yes", "no") + _CONFIDENCES
 TOKEN = {w: i for i, w in enumerate(VOCAB)}
 PAD, EOS, SEP = TOKEN["<pad>"], TOKEN["<eos>"], TOKEN["<sep>"]
+#: Token ids of the 11 confidence tokens ``0.0`` ... ``1.0``, in order of value.
+CONFIDENCE_TOKENS = np.array([TOKEN[c] for c in _CONFIDENCES], dtype=np.int64)
+#: ``[V]`` float64: each token's value as a stated confidence, NaN for the other tokens (the table
+#: :func:`rac_losses.stated_confidence` takes).
+CONFIDENCE_VALUES = np.full(len(VOCAB), np.nan)
+CONFIDENCE_VALUES[CONFIDENCE_TOKENS] = np.arange(11) / 10
+#: The stated confidence of a response without a well-formed one (as the reward hooks log it).
+MISSING = -1.0
+#: Index of the answer token and of the confidence token in a well-formed response.
+ANSWER_POSITION, CONFIDENCE_POSITION = 0, 1
 QUESTION_LEN = 8  # left-padded question tokens, the last one is <sep>
 
 _RGB = {
@@ -221,24 +242,61 @@ def decode(tokens: np.ndarray) -> str:
     return " ".join(VOCAB[int(t)] for t in tokens if int(t) != PAD)
 
 
-def score_responses(responses: np.ndarray, lengths: np.ndarray, answers: np.ndarray, qtypes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class Scored(NamedTuple):
+    """What :func:`score_responses` returns, all ``[n]``.
+
+    Attributes:
+        correct: bool, well formed and the answer token is the answer.
+        well_formed: bool, ``answer confidence <eos>`` with an answer of the question's type.
+        answer_token: int64, the first token of a well-formed response, ``-1`` otherwise.
+        confidence: float64, the stated confidence of a well-formed response, :data:`MISSING` otherwise.
+    """
+
+    correct: np.ndarray
+    well_formed: np.ndarray
+    answer_token: np.ndarray
+    confidence: np.ndarray
+
+
+def score_responses(responses: np.ndarray, lengths: np.ndarray, answers: np.ndarray, qtypes: np.ndarray) -> Scored:
     """Parse responses.
 
     Args:
-        responses: ``[n, L]`` int token ids (anything after the response's length is ignored).
+        responses: ``[n, L]`` int token ids, ``L >= 3`` (anything after the response's length is ignored).
         lengths: ``[n]`` number of response tokens (including ``<eos>`` when one was produced).
         answers: ``[n]`` correct answer token ids.
         qtypes: ``[n]`` question type indices.
 
-    Returns:
-        ``(correct, well_formed, answer_token)``: ``[n]`` bool, ``[n]`` bool, ``[n]`` int64 (the answer
-        token of a well-formed response, ``-1`` otherwise).
+    Raises:
+        ValueError: ``responses`` with fewer than 3 columns.
     """
     responses = np.asarray(responses)
     lengths = np.asarray(lengths)
-    first = responses[:, 0]
-    second = responses[:, 1] if responses.shape[1] > 1 else np.full_like(first, -1)
-    well = (lengths == 2) & (second == EOS) & CANDIDATE_MASK[np.asarray(qtypes), first]
+    if responses.ndim != 2 or responses.shape[1] < 3:
+        raise ValueError(f"responses must have shape [n, L >= 3], got {responses.shape}")
+    first, second, third = responses[:, 0], responses[:, 1], responses[:, 2]
+    value = CONFIDENCE_VALUES[second]
+    well = (lengths == 3) & (third == EOS) & ~np.isnan(value) & CANDIDATE_MASK[np.asarray(qtypes), first]
     token = np.where(well, first, -1)
     correct = well & (first == np.asarray(answers))
-    return correct, well, token
+    return Scored(correct, well, token, np.where(well, value, MISSING))
+
+
+def render_response(tokens: np.ndarray, length: int) -> str:
+    """One response as text in the paper's schema: an answer word as ``<answer>w</answer>``, a confidence
+    token as ``<confidence>0.9</confidence>``, any other token as its word; ``<eos>`` ends it.
+
+    ``red 0.9 <eos>`` -> ``<answer>red</answer><confidence>0.9</confidence>``.
+    """
+    parts = []
+    for t in np.asarray(tokens)[: int(length)].tolist():
+        if t == EOS:
+            break
+        word = VOCAB[t]
+        if not np.isnan(CONFIDENCE_VALUES[t]):
+            parts.append(f"<confidence>{word}</confidence>")
+        elif CANDIDATE_MASK[:, t].any():
+            parts.append(f"<answer>{word}</answer>")
+        else:
+            parts.append(f" {word} ")
+    return "".join(parts)

@@ -1,85 +1,151 @@
-"""Supervised warm-up, then GRPO with or without the RAC losses (through the package's public API only).
+"""Supervised warm-up, then GRPO with one of the arms' calibration methods (through the public API only).
 
-One GRPO step: ``prompts`` prompts from the training pool, ``group_size`` sampled responses each, binary
-correctness reward, group-normalised advantages, the clipped (PPO) objective on the clean rows, split in
-``minibatches`` optimiser steps (so every step after the first is off-policy and the clip matters). When an
-arm uses the pairwise loss, ``twins`` of each prompt's responses are re-scored on a corrupted copy of the
-prompt's image (one corruption and severity per prompt, drawn from the data stream): these rows are the
-corrupted twins of the row contract, taking part in the pairwise loss only.
+One GRPO step: ``prompts`` prompts from the training pool, ``group_size`` sampled responses each
+(``answer confidence <eos>``), group-normalised advantages, the clipped (PPO) objective, split in
+``minibatches`` optimiser steps (so every step after the first is off-policy and the clip matters). The
+arms differ in the reward and in extra loss terms:
+
+- ``binary``: 1 for a correct, well-formed response, else 0 (GRPO).
+- ``rlcr``: ``correct + brier_reward(stated confidence, correct)`` (RLCR; 0 Brier without a confidence).
+- ``paper``: RAC's release: :func:`rac_losses.rewards.paper_reward` on the response written in the
+  paper's schema (:func:`~rac_losses.demo.task.render_response`) plus :func:`rac_losses.rac_bonus`
+  (ranking and clean-corrupted bonuses, the release's coefficients); each prompt's corrupted copy is a
+  prompt of its own (its own group of rollouts and policy gradient), sharing a pair id with the clean
+  prompt, level = severity / 5.
+- loss terms (this package's formulation): :func:`rac_losses.rac_loss` / :func:`rac_losses.ranking_group_loss`
+  and :func:`rac_losses.pairwise_corruption_loss` on a differentiable confidence: the answer token's
+  probability and the entropy over the valid answers (``confidence="token"``), or the expected stated
+  confidence (:func:`rac_losses.stated_confidence`, ``confidence="stated"``). For the pairwise term,
+  ``twins`` of each prompt's responses are re-scored on a corrupted copy of the prompt's image: these rows
+  are the corrupted twins of the row contract, taking part in the pairwise loss only.
 
 Every arm of one seed starts from the same warm-up checkpoint and sees the same prompts, corruptions and
-severities in the same order; only the losses differ.
+severities in the same order; only the rewards and losses differ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rac_losses import RACConfig, candidate_confidence, pairwise_corruption_loss, rac_loss, token_stats_from_logits
+from rac_losses import (
+    RACBonus,
+    RACConfig,
+    candidate_confidence,
+    pairwise_corruption_loss,
+    rac_bonus,
+    rac_loss,
+    ranking_group_loss,
+    stated_confidence,
+    token_stats_from_logits,
+)
 from rac_losses.demo.corrupt import TwinCache
-from rac_losses.demo.policy import PolicyConfig, Rollout, TinyVLPolicy, images_to_tensor
-from rac_losses.demo.task import CANDIDATE_MASK, EOS, QUESTION_LEN, Batch, score_responses
+from rac_losses.demo.policy import PolicyConfig, TinyVLPolicy, images_to_tensor
+from rac_losses.demo.task import (
+    ANSWER_POSITION,
+    CANDIDATE_MASK,
+    CONFIDENCE_POSITION,
+    CONFIDENCE_TOKENS,
+    CONFIDENCE_VALUES,
+    EOS,
+    MISSING,
+    VOCAB,
+    Batch,
+    render_response,
+    score_responses,
+)
+from rac_losses.rewards import brier_reward, paper_reward
 
-__all__ = ["ARMS", "ArmSpec", "TrainConfig", "grpo_train", "warm_up", "make_policy", "response_stats"]
+__all__ = [
+    "ARMS", "DEFAULT_ARMS", "PAPER_BONUS", "WARMUP_CONFIDENCE", "ArmSpec", "TrainConfig", "grpo_train",
+    "make_policy", "paper_rewards", "response_stats", "warm_up",
+]
 
 CANDIDATES = torch.from_numpy(CANDIDATE_MASK)
+VALUES = torch.from_numpy(CONFIDENCE_VALUES).float()
+#: The release's bonus coefficients and margins (``rac_bonus`` keywords).
+PAPER_BONUS = dict(rank_coef=0.2, pair_coef=0.3, rank_margin=0.05, pair_margin=0.05, alpha=0.1)
+#: The warm-up's confidence targets, drawn uniformly whatever the answer: overconfident, as base VLMs.
+WARMUP_CONFIDENCE = (0.8, 0.9, 1.0)
+REWARDS = ("binary", "rlcr", "paper")
 
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """One arm: which RAC terms are on, and with which confidence.
+    """One arm: its reward and which loss terms are on, on which confidence.
 
-    ``pair_confidence`` is a :func:`rac_losses.sequence_confidence` method (computed on the sampled
-    response, via :func:`rac_losses.rac_loss`), or ``"candidate_neg_entropy"`` (the negative entropy of the
-    policy's distribution over the question's valid answers, :func:`rac_losses.candidate_confidence`,
-    fed to :func:`rac_losses.pairwise_corruption_loss`). ``pair_anchor`` (candidate confidence only) weighs
-    ``-log P(answer is a valid candidate)`` on the corrupted twins (``method="log_mass"``): the entropy over
-    the candidates is blind to mass outside them, and without the anchor the policy was seen to answer
-    corrupted images with a token of the wrong type ("no" to "how many shapes").
+    ``reward`` is one of :data:`REWARDS` (see the module docstring). ``rac`` holds the loss terms'
+    coefficients, links and margins. ``confidence="token"``: the ranking loss on the answer token's
+    log-prob (``rac_loss``, ``rank_confidence="mean_logprob"`` over the answer token) and the pairwise loss
+    on the negative entropy over the question's valid answers (:func:`rac_losses.candidate_confidence`),
+    with ``pair_anchor`` weighing ``-log P(answer is a valid candidate)`` on the corrupted twins (without it
+    the policy was seen to answer corrupted images with a token of the wrong type). ``confidence="stated"``:
+    both losses on :func:`rac_losses.stated_confidence` at the confidence position, well-formed rows only.
     """
 
     description: str
+    reward: str = "binary"
     rac: RACConfig = RACConfig(rank_coef=0.0, pair_coef=0.0)
-    pair_confidence: str = "candidate_neg_entropy"
+    confidence: str = "token"
     pair_anchor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; expected one of {', '.join(REWARDS)}")
+        if self.confidence not in ("token", "stated"):
+            raise ValueError(f"unknown confidence {self.confidence!r}; expected 'token' or 'stated'")
 
     @property
     def uses_twins(self) -> bool:
         return self.rac.pair_coef > 0
 
     @property
-    def uses_rac(self) -> bool:
+    def uses_losses(self) -> bool:
         return self.rac.pair_coef > 0 or self.rac.rank_coef > 0
+
+    @property
+    def corrupted_prompts(self) -> bool:
+        return self.reward == "paper"
 
 
 _RANK = dict(rank_coef=1.0, rank_confidence="mean_logprob", rank_link="logistic", rank_scale=2.0)
 _ANCHOR = 1.0
 _PAIR = dict(pair_coef=0.5, pair_link="hinge", pair_scale=1.0, pair_margin=0.3, pair_severity_margin=0.0)
+# on the stated confidence (a value in [0, 1]): hinges with the paper's margins (0.05, + 0.1 * severity / 5)
+_STATED = dict(rank_coef=1.0, rank_link="hinge", rank_scale=1.0, rank_margin=0.05,
+               pair_coef=1.0, pair_link="hinge", pair_scale=1.0, pair_margin=0.05, pair_severity_margin=0.02)
 
 ARMS: dict[str, ArmSpec] = {
-    "grpo": ArmSpec("GRPO alone"),
-    "rank": ArmSpec("GRPO + ranking loss", RACConfig(**_RANK, pair_coef=0.0)),
+    "grpo": ArmSpec("GRPO alone (binary reward; the stated confidence goes where the policy gradient takes it)"),
+    "rlcr": ArmSpec("RLCR: GRPO on correct + Brier reward of the stated confidence", reward="rlcr"),
+    "rac_paper": ArmSpec(
+        "RAC as the paper: paper_reward + 0.2 ranking + 0.3 clean-corrupted bonus on the stated confidence "
+        "(rac_bonus, margins 0.05, alpha 0.1), corrupted copies as prompts of their own",
+        reward="paper",
+    ),
+    "rac_loss": ArmSpec(
+        "this package's losses on token probabilities: ranking (answer log-prob) + pairwise (entropy over "
+        "the valid answers, log-mass anchor)",
+        rac=RACConfig(**_RANK, **_PAIR), pair_anchor=_ANCHOR,
+    ),
+    "rac_loss_stated": ArmSpec(
+        "this package's losses on the differentiable stated confidence (stated_confidence): ranking + "
+        "pairwise hinges, the paper's margins",
+        rac=RACConfig(**_STATED), confidence="stated",
+    ),
+    "rank": ArmSpec("ablation: GRPO + the ranking loss on token probabilities", rac=RACConfig(**_RANK, pair_coef=0.0)),
     "pair": ArmSpec(
-        "GRPO + pairwise corruption loss (confidence: entropy over the valid answers)",
-        RACConfig(rank_coef=0.0, **_PAIR),
-        pair_anchor=_ANCHOR,
-    ),
-    "rac": ArmSpec(
-        "GRPO + both (RAC)",
-        RACConfig(**_RANK, **_PAIR),
-        pair_anchor=_ANCHOR,
-    ),
-    "pair_logprob": ArmSpec(
-        "GRPO + pairwise loss on the sampled response's mean log-prob (ablation)",
-        RACConfig(rank_coef=0.0, pair_coef=0.5, pair_confidence="mean_logprob", pair_link="logistic", pair_scale=1.0),
-        pair_confidence="mean_logprob",
+        "ablation: GRPO + the pairwise loss on the entropy over the valid answers (log-mass anchor)",
+        rac=RACConfig(rank_coef=0.0, **_PAIR), pair_anchor=_ANCHOR,
     ),
 }
+#: The arms a default run trains (the ablations run with ``--arms``).
+DEFAULT_ARMS = ("grpo", "rlcr", "rac_paper", "rac_loss", "rac_loss_stated")
 
 
 @dataclass(frozen=True)
@@ -105,16 +171,19 @@ def make_policy(seed: int, config: PolicyConfig) -> TinyVLPolicy:
 
 
 def warm_up(policy: TinyVLPolicy, pool: Batch, config: TrainConfig, seed: int, progress: Callable[[], None] | None = None) -> None:
-    """Supervised next-token training on ``answer <eos>`` for ``config.warmup_steps`` steps."""
+    """Supervised next-token training on ``answer confidence <eos>`` for ``config.warmup_steps`` steps,
+    the confidence drawn from :data:`WARMUP_CONFIDENCE` whatever the answer (the format, overconfident)."""
     rng = np.random.Generator(np.random.PCG64([seed, 7]))
     dev = next(policy.parameters()).device
     opt = torch.optim.Adam(policy.parameters(), lr=config.warmup_lr)
+    targets = torch.from_numpy(CONFIDENCE_TOKENS[[round(10 * c) for c in WARMUP_CONFIDENCE]])
     policy.train()
     for _ in range(config.warmup_steps):
         idx = rng.integers(len(pool), size=config.warmup_batch)
+        conf = targets[torch.from_numpy(rng.integers(len(targets), size=len(idx)))]
         b = pool.subset(idx)
         visual = policy.encode(images_to_tensor(b.images, dev))
-        target = torch.stack([torch.from_numpy(b.answers), torch.full((len(idx),), EOS)], dim=1).to(dev)
+        target = torch.stack([torch.from_numpy(b.answers), conf, torch.full((len(idx),), EOS)], dim=1).to(dev)
         logits = policy.response_logits(visual, torch.from_numpy(b.questions).to(dev), target)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -125,15 +194,60 @@ def warm_up(policy: TinyVLPolicy, pool: Batch, config: TrainConfig, seed: int, p
 
 
 def response_stats(policy: TinyVLPolicy, visual: torch.Tensor, questions: torch.Tensor, responses: torch.Tensor, index: torch.Tensor):
-    """Token statistics of ``responses [n, R]`` (row ``i`` after prefix ``index[i]``), and ``[n, V]``
-    logits at the answer position (the first response token)."""
+    """Token statistics of ``responses [n, R]`` (row ``i`` after prefix ``index[i]``) and their ``[n, R, V]`` logits."""
     logits = policy.response_logits(visual, questions, responses, index)
-    return token_stats_from_logits(logits, responses), logits[:, 0]
+    return token_stats_from_logits(logits, responses), logits
 
 
 def _grpo_advantages(reward: torch.Tensor, groups: int, size: int) -> torch.Tensor:
     r = reward.view(groups, size)
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).reshape(-1)
+
+
+@lru_cache(maxsize=1 << 16)
+def _paper_score(text: str, truth: str, step: int) -> tuple[float, float, float]:
+    r = paper_reward(text, truth, is_multiple_choice=False, step=step)
+    return r.score, r.reward_acc, MISSING if r.confidence is None else r.confidence
+
+
+def paper_rewards(
+    tokens: np.ndarray, lengths: np.ndarray, answers: np.ndarray, group: np.ndarray, pair: np.ndarray,
+    level: np.ndarray, step: int,
+) -> tuple[torch.Tensor, RACBonus]:
+    """The paper arm's shaped rewards: ``paper_reward(...).score + rac_bonus(...).bonus`` per row.
+
+    Args:
+        tokens, lengths: ``[n, R]`` sampled responses and ``[n]`` their lengths.
+        answers: ``[n]`` correct answer token ids.
+        group: ``[n]`` prompt ids (a corrupted copy is a prompt of its own).
+        pair: ``[n]`` the clean prompt's id, shared by its corrupted copy.
+        level: ``[n]`` 0 on clean prompts, severity / 5 on corrupted ones.
+        step: the GRPO step (``paper_reward``'s format-penalty warm-up).
+
+    Returns:
+        ``([n] float64 shaped rewards, the RACBonus)``; the bonuses compare ``reward_acc`` with the stated
+        confidence as the paper reads it (:data:`~rac_losses.demo.task.MISSING` when none reads).
+    """
+    scored = [_paper_score(render_response(t, l), VOCAB[a], step) for t, l, a in zip(tokens, lengths.tolist(), answers.tolist())]
+    score, acc, conf = (torch.tensor(col, dtype=torch.float64) for col in zip(*scored))
+    out = rac_bonus(conf, acc, torch.from_numpy(group), torch.from_numpy(pair), torch.from_numpy(level), **PAPER_BONUS)
+    return score + out.bonus, out
+
+
+def _rewards(arm: ArmSpec, scored, roll, answers, prompts: int, level: np.ndarray, step: int, log: dict[str, float]) -> torch.Tensor:
+    correct = torch.from_numpy(scored.correct.astype(np.float64))
+    if arm.reward == "binary":
+        return correct
+    if arm.reward == "rlcr":
+        well = torch.from_numpy(scored.well_formed)
+        brier = brier_reward(torch.from_numpy(scored.confidence).clamp_min(0.0), correct)
+        return correct + torch.where(well, brier, brier.new_zeros(()))
+    g = len(answers) // prompts
+    group = np.arange(len(answers)) // g
+    shaped, out = paper_rewards(roll.tokens.cpu().numpy(), roll.lengths.cpu().numpy(), answers, group,
+                                group % (prompts // 2), np.repeat(level, g), step)
+    log.update({f"bonus/{k}": v for k, v in out.metrics.items() if k in ("rank/bonus_mean", "pair/bonus_mean", "pair/count")})
+    return shaped
 
 
 def grpo_train(
@@ -145,47 +259,57 @@ def grpo_train(
     seed: int,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """GRPO for ``config.steps`` steps, with the arm's RAC terms. Returns per-step logs."""
+    """GRPO for ``config.steps`` steps with the arm's reward and loss terms. Returns per-step logs."""
     data_rng = np.random.Generator(np.random.PCG64([seed, 11]))  # same prompts / twins for every arm
     dev = next(policy.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed * 1000 + 13)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
     g, p, k = config.group_size, config.prompts, config.twins
     logs: list[dict[str, float]] = []
-    for _ in range(config.steps):
+    for step in range(config.steps):
         idx = data_rng.integers(len(pool), size=p)
         twin_kind = data_rng.integers(len(twins.corruptions), size=p)
         twin_sev = data_rng.integers(1, 6, size=p)
         twin_pick = np.stack([data_rng.permutation(g)[:k] for _ in range(p)])
         b = pool.subset(idx)
-        questions = torch.from_numpy(b.questions).to(dev)
+        corrupted = twins.get(idx, twin_kind, twin_sev) if arm.uses_twins or arm.corrupted_prompts else None
+        images, level = b.images, np.zeros(p)
+        copies = 2 if arm.corrupted_prompts else 1  # prompt j + p is prompt j's corrupted copy
+        if arm.corrupted_prompts:
+            images, level = np.concatenate([b.images, corrupted]), np.concatenate([level, twin_sev / 5.0])
+        questions = torch.from_numpy(np.tile(b.questions, (copies, 1))).to(dev)
+        answers, qtypes = np.tile(b.answers, copies), np.tile(b.qtypes, copies)
         policy.eval()
         with torch.no_grad():
-            roll = policy.sample(policy.encode(images_to_tensor(b.images, dev)), questions, gen, group_size=g)
-        correct, well, _ = score_responses(
-            roll.tokens.cpu().numpy(), roll.lengths.cpu().numpy(), np.repeat(b.answers, g), np.repeat(b.qtypes, g)
-        )
-        reward = torch.from_numpy(correct.astype(np.float32)).to(dev)
-        adv = _grpo_advantages(reward, p, g)
-        qtype_rows = torch.from_numpy(np.repeat(b.qtypes, g)).to(dev)
-        corrupted = twins.get(idx, twin_kind, twin_sev) if arm.uses_twins else None
+            roll = policy.sample(policy.encode(images_to_tensor(images, dev)), questions, gen, group_size=g)
+        scored = score_responses(roll.tokens.cpu().numpy(), roll.lengths.cpu().numpy(), np.repeat(answers, g), np.repeat(qtypes, g))
+        step_log: dict[str, float] = {
+            "reward_correct": float(scored.correct[: p * g].mean()), "well_formed": float(scored.well_formed.mean()),
+        }
+        reward = _rewards(arm, scored, roll, np.repeat(answers, g), copies * p, level, step, step_log).float().to(dev)
+        step_log["reward"] = float(reward.mean())
+        well_c = scored.well_formed[: p * g]
+        step_log["stated_conf"] = float(scored.confidence[: p * g][well_c].mean()) if well_c.any() else float("nan")
+        adv = _grpo_advantages(reward, copies * p, g)
+        well_rows = torch.from_numpy(scored.well_formed).to(dev)
+        qtype_rows = torch.from_numpy(np.repeat(qtypes, g)).to(dev)
 
         policy.train()
-        step_log: dict[str, float] = {"reward": float(reward.mean()), "well_formed": float(well.mean())}
         for chunk in np.array_split(np.arange(p), config.minibatches):
-            rows = torch.from_numpy((chunk[:, None] * g + np.arange(g)[None]).reshape(-1)).to(dev)
-            local_prompt = torch.arange(len(chunk), device=dev).repeat_interleave(g)
-            vis = policy.encode(images_to_tensor(b.images[chunk], dev))
-            stats, ans_logits = response_stats(policy, vis, questions[chunk], roll.tokens[rows], local_prompt)
+            prompts = np.concatenate([chunk + c * p for c in range(copies)])
+            rows = torch.from_numpy((prompts[:, None] * g + np.arange(g)[None]).reshape(-1)).to(dev)
+            local_prompt = torch.arange(len(prompts), device=dev).repeat_interleave(g)
+            vis = policy.encode(images_to_tensor(images[prompts], dev))
+            stats, logits = response_stats(policy, vis, questions[prompts], roll.tokens[rows], local_prompt)
             mask = roll.mask[rows]
             ratio = torch.exp(stats.logprobs - roll.logprobs[rows])
             a = adv[rows].unsqueeze(1)
             pg = -torch.minimum(ratio * a, ratio.clamp(1 - config.clip, 1 + config.clip) * a)
             loss = ((pg * mask).sum(1) / mask.sum(1)).mean()
-            if arm.uses_rac:
+            if arm.uses_losses:
                 batch = _Minibatch(
-                    stats=stats, ans_logits=ans_logits, mask=mask, reward=reward[rows], group=local_prompt,
-                    qtype=qtype_rows[rows], tokens=roll.tokens[rows], questions=questions[chunk],
+                    stats=stats, logits=logits, mask=mask, reward=reward[rows], group=local_prompt,
+                    qtype=qtype_rows[rows], well=well_rows[rows], tokens=roll.tokens[rows], questions=questions[chunk],
                     twin_images=None if corrupted is None else corrupted[chunk],
                     twin_rows=torch.from_numpy((np.arange(len(chunk))[:, None] * g + twin_pick[chunk]).reshape(-1)).to(dev),
                     twin_severity=torch.from_numpy(np.repeat(twin_sev[chunk], k)).to(dev),
@@ -203,11 +327,12 @@ def grpo_train(
 @dataclass
 class _Minibatch:
     stats: object
-    ans_logits: torch.Tensor
+    logits: torch.Tensor
     mask: torch.Tensor
     reward: torch.Tensor
     group: torch.Tensor
     qtype: torch.Tensor
+    well: torch.Tensor
     tokens: torch.Tensor
     questions: torch.Tensor
     twin_images: np.ndarray | None
@@ -215,45 +340,65 @@ class _Minibatch:
     twin_severity: torch.Tensor
 
 
+def _stated(logits: torch.Tensor) -> torch.Tensor:
+    """``[n]`` expected stated confidence at the confidence position of ``[n, R, V]`` response logits."""
+    positions = torch.full((logits.shape[0], 1), CONFIDENCE_POSITION, dtype=torch.long, device=logits.device)
+    return stated_confidence(logits, positions, VALUES.to(logits.device))
+
+
+def _answer_mask(mask: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(mask)
+    out[:, ANSWER_POSITION] = mask[:, ANSWER_POSITION]
+    return out
+
+
 def rac_terms(policy: TinyVLPolicy, arm: ArmSpec, mb: _Minibatch, step_log: dict[str, float]) -> torch.Tensor:
-    """The RAC part of the loss for one minibatch of whole groups (the batch form of the row contract).
+    """The loss terms for one minibatch of whole groups (the batch form of the row contract).
 
     Clean rows: the sampled responses. Twin rows: ``mb.twin_rows``'s responses re-scored on the prompt's
     corrupted image; each shares a ``pair`` id with its clean row and carries the image's severity.
     """
-    cfg = arm.rac
-    stats = mb.stats
-    if not arm.uses_twins:
-        out = rac_loss(stats.logprobs, mb.mask, mb.reward, mb.group, token_entropy=stats.entropy, config=cfg)
-        step_log.update({k: v for k, v in out.metrics.items() if k in ("rank_loss", "rank_satisfied")})
-        return out.loss
-    n, tw, dev = mb.mask.shape[0], mb.twin_rows, mb.mask.device
-    tw_vis = policy.encode(images_to_tensor(mb.twin_images, dev))
-    tw_stats, tw_ans_logits = response_stats(policy, tw_vis, mb.questions, mb.tokens[tw], mb.group[tw])
-    severity = torch.cat([torch.zeros(n, dtype=torch.long, device=dev), mb.twin_severity])
-    pair = torch.cat([torch.arange(n, device=dev), tw])
-    if arm.pair_confidence == "candidate_neg_entropy":
-        out = rac_loss(stats.logprobs, mb.mask, mb.reward, mb.group, token_entropy=stats.entropy, config=replace(cfg, pair_coef=0.0))
+    cfg, stats, n, dev = arm.rac, mb.stats, mb.mask.shape[0], mb.mask.device
+    loss = mb.mask.new_zeros((), dtype=torch.float32)
+    tw = mb.twin_rows
+    if arm.uses_twins:
+        tw_vis = policy.encode(images_to_tensor(mb.twin_images, dev))
+        _, tw_logits = response_stats(policy, tw_vis, mb.questions, mb.tokens[tw], mb.group[tw])
+        severity = torch.cat([torch.zeros(n, dtype=torch.long, device=dev), mb.twin_severity])
+        pair = torch.cat([torch.arange(n, device=dev), tw])
+    if arm.confidence == "stated":
+        conf = _stated(mb.logits)
+        if cfg.rank_coef > 0:
+            rank = ranking_group_loss(conf, mb.reward, mb.group, valid=mb.well, link=cfg.rank_link,
+                                      scale=cfg.rank_scale, margin=cfg.rank_margin)
+            step_log["rank_loss"] = float(rank.detach())
+            loss = loss + cfg.rank_coef * rank
+        if arm.uses_twins:
+            both = torch.cat([conf, _stated(tw_logits)])
+            valid = torch.cat([mb.well, mb.well[tw]])
+            pl = pairwise_corruption_loss(both, severity, pair, valid=valid, link=cfg.pair_link, scale=cfg.pair_scale,
+                                          margin=cfg.pair_margin, severity_margin=cfg.pair_severity_margin,
+                                          detach_clean=cfg.pair_detach_clean)
+            step_log["pair_loss"] = float(pl.detach())
+            loss = loss + cfg.pair_coef * pl
+        return loss
+    if cfg.rank_coef > 0:
+        out = rac_loss(stats.logprobs, _answer_mask(mb.mask), mb.reward, mb.group, token_entropy=stats.entropy,
+                       config=replace(cfg, pair_coef=0.0))
+        step_log["rank_loss"] = out.metrics["rank_loss"]
+        loss = loss + out.loss
+    if arm.uses_twins:
         candidates = CANDIDATES.to(dev)[torch.cat([mb.qtype, mb.qtype[tw]])]
-        answer_logprobs = torch.log_softmax(torch.cat([mb.ans_logits, tw_ans_logits]).float(), -1)
+        answer_logprobs = torch.log_softmax(torch.cat([mb.logits[:, ANSWER_POSITION], tw_logits[:, ANSWER_POSITION]]).float(), -1)
         conf = candidate_confidence(answer_logprobs, candidates, method="neg_entropy")
-        anchor = conf.new_zeros(())
         if arm.pair_anchor > 0:
             anchor = -candidate_confidence(answer_logprobs[n:], candidates[n:], method="log_mass").mean()
             step_log["anchor"] = float(anchor.detach())
-        pair_loss = pairwise_corruption_loss(
+            loss = loss + arm.pair_anchor * anchor
+        pl = pairwise_corruption_loss(
             conf, severity, pair, link=cfg.pair_link, scale=cfg.pair_scale, margin=cfg.pair_margin,
             severity_margin=cfg.pair_severity_margin, detach_clean=cfg.pair_detach_clean,
         )
-        step_log["pair_loss"] = float(pair_loss.detach())
-        step_log["conf_gap"] = float(conf[:n].detach().mean() - conf[n:].detach().mean())
-        if cfg.rank_coef > 0:
-            step_log["rank_loss"] = out.metrics["rank_loss"]
-        return out.loss + cfg.pair_coef * pair_loss + arm.pair_anchor * anchor
-    out = rac_loss(
-        torch.cat([stats.logprobs, tw_stats.logprobs]), torch.cat([mb.mask, mb.mask[tw]]),
-        torch.cat([mb.reward, mb.reward[tw]]), torch.cat([mb.group, mb.group[tw]]),
-        token_entropy=torch.cat([stats.entropy, tw_stats.entropy]), pair=pair, severity=severity, config=cfg,
-    )
-    step_log.update({k: v for k, v in out.metrics.items() if k in ("rank_loss", "pair_loss", "conf_gap")})
-    return out.loss
+        step_log["pair_loss"] = float(pl.detach())
+        loss = loss + cfg.pair_coef * pl
+    return loss

@@ -10,7 +10,10 @@ import pytest
 from rac_losses.demo.task import (
     ANSWERS,
     CANDIDATE_MASK,
+    CONFIDENCE_TOKENS,
+    CONFIDENCE_VALUES,
     EOS,
+    MISSING,
     IMAGE_SIZE,
     PAD,
     QTYPES,
@@ -20,6 +23,7 @@ from rac_losses.demo.task import (
     VOCAB,
     decode,
     generate,
+    render_response,
     score_responses,
 )
 
@@ -74,22 +78,43 @@ def test_images_depend_on_answers() -> None:
 
 
 def test_score_responses() -> None:
-    qtypes = np.array([0, 0, 1, 1, 3])
-    answers = np.array([TOKEN["2"], TOKEN["3"], TOKEN["red"], TOKEN["red"], TOKEN["yes"]])
+    qtypes = np.array([0, 0, 1, 1, 3, 3, 0])
+    answers = np.array([TOKEN["2"], TOKEN["3"], TOKEN["red"], TOKEN["red"], TOKEN["yes"], TOKEN["yes"], TOKEN["1"]])
+    c9, c3 = TOKEN["0.9"], TOKEN["0.3"]
     responses = np.array(
         [
-            [TOKEN["2"], EOS, PAD],  # correct
-            [TOKEN["2"], EOS, PAD],  # well formed, wrong
-            [TOKEN["red"], TOKEN["red"], EOS],  # malformed (extra token)
-            [TOKEN["circle"], EOS, PAD],  # malformed (not a colour)
-            [TOKEN["yes"], TOKEN["no"], TOKEN["no"]],  # no <eos>
+            [TOKEN["2"], c9, EOS, PAD],  # correct
+            [TOKEN["2"], c3, EOS, PAD],  # well formed, wrong
+            [TOKEN["red"], TOKEN["red"], EOS, PAD],  # malformed (no confidence)
+            [TOKEN["circle"], c9, EOS, PAD],  # malformed (not a colour)
+            [TOKEN["yes"], EOS, PAD, PAD],  # malformed (confidence missing)
+            [c9, TOKEN["yes"], EOS, PAD],  # malformed (confidence out of place)
+            [TOKEN["1"], c9, c9, EOS],  # malformed (extra token)
         ]
     )
-    lengths = np.array([2, 2, 3, 2, 3])
-    correct, well, token = score_responses(responses, lengths, answers, qtypes)
-    assert correct.tolist() == [True, False, False, False, False]
-    assert well.tolist() == [True, True, False, False, False]
-    assert token.tolist() == [TOKEN["2"], TOKEN["2"], -1, -1, -1]
+    lengths = np.array([3, 3, 3, 3, 2, 3, 4])
+    scored = score_responses(responses, lengths, answers, qtypes)
+    assert scored.correct.tolist() == [True, False, False, False, False, False, False]
+    assert scored.well_formed.tolist() == [True, True, False, False, False, False, False]
+    assert scored.answer_token.tolist() == [TOKEN["2"], TOKEN["2"], -1, -1, -1, -1, -1]
+    assert scored.confidence.tolist() == [0.9, 0.3, MISSING, MISSING, MISSING, MISSING, MISSING]
+    with pytest.raises(ValueError, match="L >= 3"):
+        score_responses(responses[:, :2], lengths, answers, qtypes)
+
+
+def test_confidence_tokens() -> None:
+    assert [VOCAB[t] for t in CONFIDENCE_TOKENS] == [f"{k / 10:.1f}" for k in range(11)]
+    assert np.array_equal(CONFIDENCE_VALUES[CONFIDENCE_TOKENS], np.arange(11) / 10)
+    assert np.isnan(np.delete(CONFIDENCE_VALUES, CONFIDENCE_TOKENS)).all()
+    assert not CANDIDATE_MASK[:, CONFIDENCE_TOKENS].any()  # a confidence is never an answer
+
+
+def test_render_response_in_the_papers_schema() -> None:
+    tok = lambda *words: np.array([TOKEN[w] for w in words] + [PAD] * 2)  # noqa: E731
+    assert render_response(tok("red", "0.9", "<eos>"), 3) == "<answer>red</answer><confidence>0.9</confidence>"
+    assert render_response(tok("0.9", "red", "<eos>"), 3) == "<confidence>0.9</confidence><answer>red</answer>"
+    assert render_response(tok("how", "0.0", "<eos>"), 3) == " how <confidence>0.0</confidence>"
+    assert render_response(tok("2", "1.0", "<eos>"), 2) == "<answer>2</answer><confidence>1.0</confidence>"  # length cuts
 
 
 def test_rejects_negative_n() -> None:
