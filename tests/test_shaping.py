@@ -159,7 +159,7 @@ def test_large_batch_matches_loop_and_no_quadratic_table():
 @pytest.mark.parametrize("chunk_elements", [1, 50, 32768])
 def test_ranking_in_chunks_equals_the_loop(monkeypatch, chunk_elements):
     """The comparisons run over chunks of groups (1 group per chunk, a few, all at once): same result."""
-    import rac_losses.shaping as shaping
+    from rac_losses import shaping
 
     monkeypatch.setattr(shaping, "_CHUNK_ELEMENTS", chunk_elements)
     g = torch.Generator().manual_seed(1)

@@ -178,7 +178,7 @@ def test_generated_pairs_co_occur_in_every_rollout_batch(local_ray, paper_run, t
     cli = ["--rollout.batch_size", "4"]
     if filtering:  # OpenRLHF drops prompts whose mean score is 0 or 1 and draws replacements
         cli += ["--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "0.01", "0.99"]
-    generator, args, dataset, max_steps = _generator(ns, settings, _rows(tmp_path), cli)
+    generator, args, _, _ = _generator(ns, settings, _rows(tmp_path), cli)
     batches = _batches(generator, args)
     pairs = _check_pairs_co_occur(batches, 4)
     if not filtering:
@@ -230,7 +230,7 @@ def test_dataset_pairs_co_occur_and_reach_the_bonus(local_ray, paper_run, tmp_pa
         rows.append({**row, "pair_id": pair, "is_noisy": True, "corruption_level": 0.2 * (1 + pair % 3)})
     rows.append({**rows[0], "pair_id": -1, "is_noisy": False})  # an unpaired row
     rows.append({**rows[0], "pair_id": -1, "is_noisy": False, "question": "<image>Other?"})
-    generator, args, dataset, _ = _generator(ns, settings, rows, ["--rollout.batch_size", "4"])
+    generator, args, _, _ = _generator(ns, settings, rows, ["--rollout.batch_size", "4"])
     batches = _batches(generator, args)
     assert len(_check_pairs_co_occur(batches, 4)) == 6
     assert sum(len(b) for b in batches) == len(rows) * N  # every row once per pass
