@@ -46,6 +46,8 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ TEST_FIELDS: tuple[tuple[str, pa.DataType], ...] = tuple(f for f in PAIR_FIELDS 
 MESSAGE_COLUMNS: tuple[str, ...] = ("message_qwenvl", "message_internvl")
 #: The manifest file in the output folder.
 MANIFEST = "rac_corrupt_manifest.json"
+_LOCK = ".rac_corrupt.lock"
 _FORMAT = 1  # bump when the output of the same options changes
 
 
@@ -438,6 +441,7 @@ class _Outputs:
         self.path = os.path.join(out_dir, MANIFEST)
         self.overwrite = overwrite
         os.makedirs(out_dir, exist_ok=True)
+        self._lock = _lock(out_dir)
         try:
             with open(self.path) as f:
                 self.manifest = json.load(f)
@@ -447,7 +451,7 @@ class _Outputs:
             self.manifest = {"format": _FORMAT, "outputs": {}}
         except (OSError, ValueError) as e:
             raise DatasetError(f"{self.path}: unreadable manifest ({e}); remove it or use an empty folder") from None
-        owned = {MANIFEST}
+        owned = {MANIFEST, _LOCK}
         for name, entry in self.manifest["outputs"].items():
             owned.add(name)
             owned.update(entry.get("dirs", []))
@@ -464,6 +468,10 @@ class _Outputs:
         for n in os.listdir(out_dir):  # temp files of a killed run
             if _is_temp(n) and os.path.isfile(os.path.join(out_dir, n)):
                 os.unlink(os.path.join(out_dir, n))
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        self._lock.close()
 
     def finished(self, name: str, key: str) -> bool:
         entry = self.manifest["outputs"].get(name)
@@ -482,6 +490,22 @@ class _Outputs:
         with os.fdopen(fd, "w") as f:
             json.dump(self.manifest, f, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
+
+
+def _lock(out_dir: str) -> Any:
+    """An open, exclusively locked ``.rac_corrupt.lock`` in ``out_dir`` (one run per folder at a time:
+    a second one would take the first one's temp files for a killed run's and remove them)."""
+    f = open(os.path.join(out_dir, _LOCK), "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise DatasetError(f"another rac-corrupt run is writing to {out_dir} (wait for it, or use another folder)") from None
+    return f
 
 
 def _options_key(**options: Any) -> str:
@@ -506,28 +530,41 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 class _Runner:
-    """Runs rows through a lazily started process pool (or in this process)."""
+    """Runs rows through a lazily started process pool (or in this process).
+
+    A ``ProcessPoolExecutor``, not a ``multiprocessing.Pool``: a worker that dies (killed, out of memory,
+    or a calling script without the ``if __name__ == "__main__":`` guard that spawned workers need) fails
+    the run instead of being replaced and leaving it waiting forever."""
 
     def __init__(self, workers: int | None) -> None:
         self.workers = resolve_workers(workers)
-        self.pool = None
+        self.pool: ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable, tasks: list) -> Iterator:
         if self.workers <= 1:
             return map(fn, tasks)
         if self.pool is None:
             # spawn, not fork: forking a process that has started threads (OpenCV, tqdm) can deadlock
-            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_worker)
-        return self.pool.imap(fn, tasks, chunksize=max(1, min(8, len(tasks) // (4 * self.workers))))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        return _broken_pool_as_error(self.pool.map(fn, tasks, chunksize=max(1, min(8, len(tasks) // (4 * self.workers)))))
 
     def close(self, ok: bool) -> None:
         if self.pool is not None:
-            if ok:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
+            if not ok:  # stop the workers now rather than after their queued rows
+                for p in list(getattr(self.pool, "_processes", {}).values()):
+                    p.terminate()
+            self.pool.shutdown(wait=True, cancel_futures=not ok)
             self.pool = None
+
+
+def _broken_pool_as_error(results: Iterator) -> Iterator:
+    try:
+        yield from results
+    except BrokenProcessPool:
+        raise DatasetError(
+            "a worker process died (killed, out of memory, or the calling script lacks the "
+            "'if __name__ == \"__main__\":' guard that spawned workers need); rerun with workers=0 to see more"
+        ) from None
 
 
 def _write_atomic(dst: str, schema: pa.Schema, batches: Iterator[pa.Table]) -> int:
@@ -644,12 +681,22 @@ def _run_files(src: str, out_dir: str, layout: ImageLayout, names: tuple[str, ..
                files: list[tuple[str, int | None, str | None]], fields, paired: bool, main: tuple | None,
                workers: int | None, overwrite: bool, batch_rows: int, progress: bool, command: str) -> dict[str, int]:
     """Write each ``(file name, severity, image dir)``; then the main file ``main = (name, mix)`` if given."""
-    from tqdm import tqdm
-
     planned = {f: d for f, _, d in files}
     if main:
         planned[main[0]] = None
     outputs = _Outputs(out_dir, planned, overwrite)
+    try:
+        return _run_locked(outputs, src, out_dir, layout, names, seed, files, fields, paired, main, workers,
+                           batch_rows, progress, command)
+    finally:
+        outputs.close()
+
+
+def _run_locked(outputs: _Outputs, src: str, out_dir: str, layout: ImageLayout, names: tuple[str, ...], seed: int,
+                files: list[tuple[str, int | None, str | None]], fields, paired: bool, main: tuple | None,
+                workers: int | None, batch_rows: int, progress: bool, command: str) -> dict[str, int]:
+    from tqdm import tqdm
+
     input_sha = _sha256(src)
     pf = _open(src)
     schema = _out_schema(src, pf.schema_arrow, fields)

@@ -191,7 +191,7 @@ def test_resumed_run_reuses_finished_files(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(P, "_corrupt_row", dies_in_the_second_file)
     with pytest.raises(KeyboardInterrupt):
         P.build_pairs(src, out, severities=(1, 2), mix=None, workers=0, progress=False, batch_rows=2)
-    assert sorted(p.name for p in out.iterdir()) == ["images_T0.2", "images_T0.4", P.MANIFEST, "train_pair_T0.2.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [P._LOCK, "images_T0.2", "images_T0.4", P.MANIFEST, "train_pair_T0.2.parquet"]
     first = (out / "train_pair_T0.2.parquet").stat()
     monkeypatch.setattr(P, "_corrupt_row", real)
     calls.clear()
@@ -233,7 +233,7 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(tmp_path: Path, 
     assert not (out / "train_pair_T0.2.parquet").exists()  # at most the hidden temp file
     assert main(["pairs", str(src), str(out), "--severities", "1", "--mix", "none", "--names", "fog",
                  "--workers", "0", "--no-progress"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [P.MANIFEST, "train_pair_T0.2.parquet"]  # temp file removed
+    assert sorted(p.name for p in out.iterdir()) == [P._LOCK, P.MANIFEST, "train_pair_T0.2.parquet"]  # temp file removed
     assert pq.read_table(out / "train_pair_T0.2.parquet").num_rows == 96
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
 
@@ -343,3 +343,29 @@ def _same_rows(ta: list[dict], tb: list[dict], perm: list[int], a_dir: Path, b_d
                 d.pop("pair_id"), d.pop("source_row")
                 d["message_qwenvl"] = d["message_qwenvl"].replace(str(root), "ROOT")
             assert ra == rb
+
+
+def test_one_run_per_output_folder(tmp_path: Path) -> None:
+    src = _dataset(tmp_path, "bytes", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = P._lock(str(out))  # as a run in progress holds it
+    try:
+        with pytest.raises(P.DatasetError, match="another rac-corrupt run is writing to"):
+            P.build_pairs(src, out, severities=(1,), mix=None, workers=0, progress=False)
+    finally:
+        held.close()
+    assert P.build_pairs(src, out, severities=(1,), mix=None, workers=0, progress=False) == {"train_pair_T0.2.parquet": 4}
+
+
+def test_a_dead_worker_fails_the_run_with_a_hint() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    def results():
+        yield 1
+        raise BrokenProcessPool("gone")
+
+    it = P._broken_pool_as_error(results())
+    assert next(it) == 1
+    with pytest.raises(P.DatasetError, match="a worker process died .*__main__"):
+        next(it)
