@@ -12,14 +12,13 @@ trains without RAC.
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import importlib.metadata
 import logging
-import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from rac_losses.integrations.import_patch import Patch, patch_on_import
 from rac_losses.integrations.openrlhf.options import (
     ENV_VAR, PAPER_ENV_VAR, formulation_from_env, paper_from_env, settings_from_env,
 )
@@ -66,46 +65,7 @@ def _openrlhf_version() -> str:
     return importlib.metadata.version("openrlhf")
 
 
-class _Loader(importlib.abc.Loader):
-    """A module's own loader, then ``patch(module)``."""
-
-    def __init__(self, loader: Any, patch: Callable[[ModuleType], None]) -> None:
-        self.loader, self.patch = loader, patch
-
-    def create_module(self, spec: Any) -> ModuleType | None:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.loader.exec_module(module)
-        self.patch(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ... of the real loader
-        return getattr(self.loader, name)
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of the modules in ``patches`` so each is patched once loaded."""
-
-    def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
-        self.patches = patches
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        patch = self.patches.get(name)
-        if patch is None:
-            return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(name, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _Loader(spec.loader, patch)
-                return spec
-        return None
-
-
-def _patches(read: Callable[[], RACSettings]) -> dict[str, Callable[[ModuleType], None]]:
+def _patches(read: Callable[[], RACSettings]) -> dict[str, Patch]:
     def trainer(ppo_actor: ModuleType) -> None:
         from rac_losses.integrations.openrlhf.trainer import rac_trainer_class
 
@@ -123,7 +83,7 @@ def _patches(read: Callable[[], RACSettings]) -> dict[str, Callable[[ModuleType]
     return {_TRAINER_MODULE: trainer, _MAKER_MODULE: maker}
 
 
-def _paper_patches(read: Callable[[], PaperSettings]) -> dict[str, Callable[[ModuleType], None]]:
+def _paper_patches(read: Callable[[], PaperSettings]) -> dict[str, Patch]:
     """The reward formulation: schema and labels, paired prompts, bonuses, metrics (all in the controller)."""
 
     def dataset(module: ModuleType) -> None:
@@ -194,12 +154,5 @@ def install() -> None:
         patches = _paper_patches(functools.cache(paper_from_env))
     else:
         patches = _patches(functools.cache(_checked_settings))
-    for name, patch in patches.items():
-        if name in sys.modules:
-            patch(sys.modules[name])
-    finder = next((f for f in sys.meta_path if isinstance(f, _PatchOnImport)), None)
-    if finder is None:
-        sys.meta_path.insert(0, _PatchOnImport(patches))
-    else:
-        finder.patches = patches
+    patch_on_import(__name__, patches)
     logger.info("rac: RAC (%s formulation) will be installed when OpenRLHF's trainer modules are imported", formulation)
