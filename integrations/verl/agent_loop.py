@@ -1,6 +1,7 @@
 """verl agent loop ``rac_single_turn``: single-turn rollouts, some emitted with a corrupted-image twin.
 
-Importing this module registers the loop (``actor_rollout_ref.rollout.agent.default_agent_loop=rac_single_turn``).
+The plugin registers the loop by its import path (``actor_rollout_ref.rollout.agent.default_agent_loop=rac_single_turn``);
+verl imports this module where a worker builds the loop.
 It runs verl's :class:`SingleTurnAgentLoop` unchanged, then, for the share of rollouts that
 ``rac.corruption`` selects (:meth:`CorruptionPolicy.selects` on the rollout key), returns
 ``[twin, clean]``: the twin has the clean output's prompt and response token ids, response mask and
@@ -32,22 +33,20 @@ import logging
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
 from rac_losses.corruption import CorruptionPolicy
 from rac_losses.integrations.settings import RACSettings
 
+from .plugin import AGENT_LOOP_NAME
 from .rows import CORRUPTION_FIELD, PAIR_FIELD, SEVERITY_FIELD
 
 __all__ = ["AGENT_LOOP_NAME", "RACSingleTurnAgentLoop"]
 
 logger = logging.getLogger(__name__)
 
-AGENT_LOOP_NAME = "rac_single_turn"
 
-
-@register(AGENT_LOOP_NAME)
 class RACSingleTurnAgentLoop(SingleTurnAgentLoop):
     """:class:`SingleTurnAgentLoop` that adds a corrupted-image twin to a configured share of rollouts.
 

@@ -27,16 +27,14 @@ from verl.utils.config import omega_conf_to_dataclass
 
 from rac_losses.integrations.settings import RACSettings
 
-from .agent_loop import AGENT_LOOP_NAME
 from .loss import rac_ppo_loss, without_twins
+from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
 from .rows import partner_fields, rows_from_verl
 
 __all__ = ["TRAINER_MODE", "RACTrainer", "prepare_config", "settings_from_config"]
 
 logger = logging.getLogger(__name__)
 
-#: ``trainer.v1.trainer_mode`` value that turns RAC on.
-TRAINER_MODE = "rac"
 _VERL_CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")  # verl exposes log-probs and entropy only
 
 

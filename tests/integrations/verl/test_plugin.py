@@ -34,18 +34,26 @@ def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
-def test_import_verl_registers_the_trainer_mode_and_agent_loop(tmp_path):
+def test_import_verl_loads_nothing_heavy_and_registers_on_first_use(tmp_path):
     done = _run(
         """
+        import sys
         import verl
+        heavy = [m for m in ("rac_losses.integrations.verl.trainer", "rac_losses.corruption", "verl.trainer.ppo.v1",
+                             "verl.experimental.agent_loop", "cv2", "albumentations") if m in sys.modules]
+        print("AT IMPORT", heavy)
         from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
         from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
-        print("REGISTERED", TRAINER_REGISTRY["rac"].__module__, "rac_single_turn" in _agent_loop_registry)
+        print("REGISTERED", TRAINER_REGISTRY["rac"].__module__, _agent_loop_registry["rac_single_turn"])
         """,
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "REGISTERED rac_losses.integrations.verl.trainer True" in done.stdout
+    assert "AT IMPORT []" in done.stdout
+    assert (
+        "REGISTERED rac_losses.integrations.verl.trainer "
+        "{'_target_': 'rac_losses.integrations.verl.agent_loop.RACSingleTurnAgentLoop'}"
+    ) in done.stdout
 
 
 def test_the_flag_and_rac_overrides_build_the_trainer_settings():
@@ -107,9 +115,9 @@ def test_a_broken_plugin_makes_the_rac_flag_fail_loudly(tmp_path):
     done = _run(
         """
         import sys
-        sys.modules["rac_losses.integrations.verl.agent_loop"] = None  # its import now raises ImportError
-        import verl  # verl swallows the plugin's error
-        from verl.trainer.ppo.v1 import get_trainer_cls
+        sys.modules["rac_losses.integrations.verl.loss"] = None  # the trainer's import now raises ImportError
+        import verl
+        from verl.trainer.ppo.v1 import get_trainer_cls  # registers rac, as a placeholder
         try:
             get_trainer_cls("rac")(config=None)
         except RuntimeError as e:
@@ -120,3 +128,41 @@ def test_a_broken_plugin_makes_the_rac_flag_fail_loudly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RAISED trainer.v1.trainer_mode=rac was asked for, but rac-losses' verl plugin failed to import" in done.stdout
     assert "CAUSE ModuleNotFoundError" in done.stdout  # the original error is chained
+
+
+def test_without_transfer_queue_the_user_sees_the_real_import_error(tmp_path):
+    done = _run(
+        """
+        import sys
+        sys.modules["transfer_queue"] = None  # TransferQueue missing: verl's v1 trainer cannot import
+        import verl
+        print("IMPORTED")
+        try:
+            from verl.trainer.ppo.v1 import get_trainer_cls
+        except ImportError as e:
+            print("RAISED", type(e).__name__, e)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "IMPORTED" in done.stdout and "failed to import" not in done.stderr  # import verl: nothing to report
+    assert "RAISED ModuleNotFoundError import of transfer_queue halted" in done.stdout
+
+
+@pytest.mark.parametrize("rac", [["trainer.v1.trainer_mode=rac"], ["+rac.rank_coef=0.5"]], ids=["flag", "options"])
+def test_the_legacy_trainer_refuses_rac(rac):
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    config = _compose("trainer.use_v1=false", *rac)
+    with pytest.raises(ValueError, match="rac runs in verl's v1 trainer only: trainer.use_v1=false selects the legacy"):
+        RayPPOTrainer(config=config, tokenizer=None, role_worker_mapping={}, resource_pool_manager=None)
+    with pytest.raises(ValueError, match="rac runs in verl's v1 trainer only"):  # positional, as subclasses call it
+        RayPPOTrainer(config, None, {}, None)
+
+
+def test_the_legacy_trainer_without_rac_is_verls():
+    from rac_losses.integrations.verl.plugin import asks_for_rac, check_not_legacy
+
+    config = _compose("trainer.use_v1=false")
+    assert not asks_for_rac(config)
+    check_not_legacy(config)
