@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # GRPO + RAC on geo3k with Qwen2.5-VL-3B-Instruct: verl's own geo3k GRPO example
-# (examples/grpo_trainer/run_qwen2_5_vl-7b.sh in verl's repository) plus the RAC flags at the end.
+# (examples/grpo_trainer/run_qwen2_5_vl-7b.sh in verl's repository) with the 3B model, plus the RAC flags at
+# the end. verl's memory settings are kept as verl ships them: the colocated rollout engine frees its KV
+# cache for the update (rollout.free_cache_engine left at verl's default, true) and the actor uses verl's
+# fused log-prob/entropy kernels (model.use_fused_kernels=True: no [tokens, vocab] logits in the update;
+# RAC reads only log-probs and entropy). Logging goes to the console; add wandb with
+# LOGGER='["console","wandb"]' (it needs WANDB_API_KEY).
 #
 # NOT RUN HERE: written on a CPU-only machine with no GPU. It needs a GPU node (8 GPUs as set below; change
-# trainer.n_gpus_per_node for fewer) and vLLM or SGLang. What was checked: these overrides compose with
-# verl 0.9.1's ppo_trainer config (Hydra), the actor and rollout configs convert to verl's dataclasses, the
-# `rac` options parse, and the reward function loads through verl's custom_reward_function loader.
-# (verl's example also set rollout.engine_kwargs.vllm.disable_mm_preprocessor_cache, which 0.9.1 rejects;
-# 0.9.1's vLLM server sets mm_processor_cache_gb=0 itself for vLLM < 0.22.)
+# trainer.n_gpus_per_node for fewer) and vLLM or SGLang. What was checked (tests/integrations/verl/
+# test_example.py): the command this script runs composes with verl 0.9.1's ppo_trainer config (Hydra), the
+# actor and rollout configs convert to verl's dataclasses, the `rac` options parse and the rac trainer
+# accepts them. (verl's example also set rollout.engine_kwargs.vllm.disable_mm_preprocessor_cache, which
+# 0.9.1 rejects; 0.9.1's vLLM server sets mm_processor_cache_gb=0 itself for vLLM < 0.22.)
 #
 # Usage: bash run_qwen2_5_vl_3b_geo3k_rac.sh [vllm|sglang] [more Hydra overrides ...]
 #
@@ -20,9 +25,11 @@
 # preprocessing asks for <think>...</think> and \boxed{}; append to its instruction_following something like
 #   "Finally, state how likely your answer is correct as <confidence>p</confidence>, p between 0 and 1."
 # Without the tag the Brier term is 0 (and reward_extra_info reports confidence=-1, confidence_valid=0).
+# The ranking loss orders rollouts by the hook's `correct` (not by correct + Brier).
 set -euo pipefail
 ENGINE=${1:-vllm}
 shift || true
+LOGGER=${LOGGER:-'["console"]'}
 
 RAC_ARGS=(
     # The `rac` trainer mode (registered by the rac-losses plugin at `import verl`): verl's sync v1 trainer
@@ -56,6 +63,7 @@ python3 -m verl.trainer.main_ppo \
     actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-3B-Instruct \
     actor_rollout_ref.actor.optim.lr=1e-6 \
     actor_rollout_ref.model.use_remove_padding=True \
+    actor_rollout_ref.model.use_fused_kernels=True \
     actor_rollout_ref.actor.ppo_mini_batch_size=128 \
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10 \
     actor_rollout_ref.actor.use_kl_loss=True \
@@ -71,13 +79,12 @@ python3 -m verl.trainer.main_ppo \
     actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
     actor_rollout_ref.rollout.enable_chunked_prefill=False \
     actor_rollout_ref.rollout.enforce_eager=False \
-    actor_rollout_ref.rollout.free_cache_engine=False \
     actor_rollout_ref.rollout.n=5 \
     actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=20 \
     actor_rollout_ref.ref.fsdp_config.param_offload=True \
     algorithm.use_kl_in_reward=False \
     trainer.critic_warmup=0 \
-    trainer.logger='["console","wandb"]' \
+    trainer.logger="$LOGGER" \
     trainer.project_name='rac_geo3k' \
     trainer.experiment_name='qwen2_5_vl_3b_grpo_rac' \
     trainer.n_gpus_per_node=8 \
