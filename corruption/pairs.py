@@ -64,7 +64,7 @@ from .policy import CorruptionPolicy
 from .presets import PAPER_MIX, resolve_names
 
 __all__ = [
-    "ImageLayout", "detect_layout", "build_pairs", "build_testsets", "parse_mix", "mix_counts", "level_tag",
+    "ImageLayout", "detect_layout", "build_pairs", "build_testsets", "parse_mix", "mix_counts", "level_tag", "image_key",
     "PAIR_FIELDS", "TEST_FIELDS", "MANIFEST", "MESSAGE_COLUMNS",
 ]
 

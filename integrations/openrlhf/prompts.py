@@ -18,15 +18,19 @@ Patched into OpenRLHF's controller (the ``PPOTrainer`` Ray actor) by the hook:
 
 ``rollout.batch_size`` counts every prompt of a rollout batch, clean and corrupted (as the release's paired
 training sets count rows): with fraction 1 a batch holds ``batch_size / 2`` dataset prompts and their copies.
-The corruption of a generated copy is a pure function of the prompt (its text and image paths) and
-``--rac.corruption.seed``.
+The corruption of a generated copy is a pure function of the prompt's images (their bytes: the key
+``rac-corrupt pairs`` uses, so for the same images and ``--rac.corruption.seed`` a copy gets the corruption
+and corruption seed that command writes, every image of a prompt corrupted alike) and draws its severity by
+the ``--rac.corruption.weights``.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,9 +87,35 @@ def with_schema_and_labels(preprocess: Callable, settings: PaperSettings) -> Cal
     return preprocess_data
 
 
-def _image_key(prompt: str, images: Any) -> str:
+def _image_bytes(ref: Any) -> bytes:
+    """What a prompt's image reference holds: file bytes for a path or ``file://`` URI, the bytes of raw or
+    ``{"bytes": ...}`` images, the decoded bytes of a base64 string; otherwise (a URL, a PIL image) bytes
+    that identify it (its text, or its mode, size and pixels)."""
+    if isinstance(ref, dict) and ref.get("bytes") is not None:
+        return bytes(ref["bytes"])
+    if isinstance(ref, dict) and ref.get("path"):
+        ref = ref["path"]
+    if isinstance(ref, (bytes, bytearray)):
+        return bytes(ref)
+    if isinstance(ref, str):
+        path = ref.removeprefix("file://")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return f.read()
+        try:
+            return base64.b64decode(ref, validate=True)
+        except ValueError:
+            return ref.encode()
+    if hasattr(ref, "tobytes"):  # a PIL image
+        return f"{ref.mode}{ref.size}".encode() + ref.tobytes()
+    return repr(ref).encode()
+
+
+def _image_key(images: Any) -> str:
+    from rac_losses.corruption.pairs import image_key
+
     refs = images if isinstance(images, list) else [images]
-    return json.dumps([prompt, [r if isinstance(r, str) else None for r in refs]])
+    return image_key([_image_bytes(r) for r in refs])
 
 
 def _has_images(images: Any) -> bool:
@@ -149,24 +179,25 @@ class PairedPrompts:
         if self.settings.source != "generate" or not self.settings.pairs:
             return 0
         dataset = self.loader.dataset
-        return sum(
-            _has_images(img) and self._policy.selects(_image_key(p, img))
-            for p, img in zip(dataset.prompts, dataset.images)
-        )
+        return sum(_has_images(img) and self._selects(img) for img in dataset.images)
 
-    def _copy(self, prompt: str, label: RACLabel, images: Any) -> tuple[RACLabel, Any] | None:
+    def _selects(self, images: Any) -> bool:
+        fraction = self._policy.fraction
+        return fraction >= 1 or (fraction > 0 and self._policy.selects(_image_key(images)))
+
+    def _copy(self, label: RACLabel, images: Any) -> tuple[RACLabel, Any] | None:
         """The generated copy's ``(label fields, images)``, or None when the prompt gets none."""
-        if not (_has_images(images) and self._policy.selects(_image_key(prompt, images))):
+        if not (_has_images(images) and self._selects(images)):
             return None
         from openrlhf.utils.vlm_utils import load_images
 
         from rac_losses.corruption._api import corrupt
 
-        name, severity, seed = self._policy.choose(_image_key(prompt, images))
+        name, severity, seed = self._policy.choose(_image_key(images))
         pil = load_images(images)
         if not pil:
             return None
-        corrupted = [corrupt(img.convert("RGB"), name, severity, seed=(seed + j) % 2**63) for j, img in enumerate(pil)]
+        corrupted = [corrupt(img.convert("RGB"), name, severity, seed=seed) for img in pil]
         return label.but(level=severity / 5), corrupted if isinstance(images, list) else corrupted[0]
 
 
@@ -206,7 +237,7 @@ class _UnitIterator:
                     return self._emit([(datasource, prompt, label, images), (d2, q2, lab2, img2)])
                 row = (datasource, prompt, label.but(pair=-1), images)
             else:
-                made = p._copy(prompt, label, images)
+                made = p._copy(label, images)
                 if made is not None:
                     pair = p._pairs
                     p._pairs += 1

@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 
 from cpu_trainer import openrlhf_args
+from rac_losses.corruption import CorruptionPolicy, corrupt
+from rac_losses.corruption.pairs import image_key
 from rac_losses.integrations.openrlhf import hook
 from rac_losses.integrations.openrlhf.bonus import METRICS_ATTR
 from rac_losses.integrations.openrlhf.options import ENV_VAR, PAPER_ENV_VAR, paper_to_env
@@ -217,6 +219,14 @@ def test_copies_are_deterministic_per_prompt_and_seed(local_ray, paper_run, tmp_
     assert len(first) == 6
     assert copies(1, 0) == first  # another shuffle: the same copy of each prompt
     assert copies(0, 1) != first  # another --rac.corruption.seed: other corruptions
+    # the corruption and its seed are those rac-corrupt pairs chooses for the same image bytes and seed
+    policy = CorruptionPolicy.paper(seed=0)
+    for prompt, (level, pixels) in first.items():
+        (row,) = [r for r in rows if r["question"].removeprefix("<image>") in prompt]
+        with open(row["images"][0], "rb") as f:
+            name, _, seed = policy.choose(image_key([f.read()]))
+        expected = corrupt(Image.open(row["images"][0]).convert("RGB"), name, round(level * 5), seed=seed)
+        assert np.asarray(expected).tobytes() == pixels
 
 
 def test_dataset_pairs_co_occur_and_reach_the_bonus(local_ray, paper_run, tmp_path):
