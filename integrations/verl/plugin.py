@@ -2,8 +2,8 @@
 
 verl imports every plugin at ``import verl``: in the driver and in every Ray worker, rollout server, reward
 and agent-loop process. So this module imports nothing of verl's and nothing heavy (the cost is measured by
-``benchmarks_perf/bench_verl_import.py``). It puts a finder on ``sys.meta_path`` that completes three of
-verl's modules when, and in the processes where, they are first imported:
+``benchmarks_perf/bench_verl_import.py``). It patches three of verl's modules when, and in the processes
+where, they are first imported (:func:`rac_losses.integrations.import_patch.patch_on_import`):
 
 - ``verl.trainer.ppo.v1`` (the v1 trainer): registers the trainer mode ``rac`` (:mod:`.trainer`). If that
   module fails to import, ``rac`` is registered as a placeholder that raises the error as soon as a run asks
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.abc
 import logging
-import sys
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+
+from rac_losses.integrations.import_patch import Patch, patch_on_import
 
 __all__ = ["AGENT_LOOP_NAME", "TRAINER_MODE", "asks_for_rac", "check_not_legacy", "install"]
 
@@ -78,66 +77,28 @@ def _register_agent_loop(agent_loop: ModuleType) -> None:
 def _refuse_in_legacy_trainer(ray_trainer: ModuleType) -> None:
     cls = ray_trainer.RayPPOTrainer
     init = cls.__init__
+    if getattr(init, "_rac_refuses", False):
+        return
 
     @functools.wraps(init)
     def checked_init(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         check_not_legacy(config)
         init(self, config, *args, **kwargs)
 
+    checked_init._rac_refuses = True  # type: ignore[attr-defined]
     cls.__init__ = checked_init
 
 
-_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+_PATCHES: dict[str, Patch] = {
     "verl.trainer.ppo.v1": _register_trainer,
     "verl.experimental.agent_loop.agent_loop": _register_agent_loop,
     "verl.trainer.ppo.ray_trainer": _refuse_in_legacy_trainer,
 }
 
 
-class _ThenPatch(importlib.abc.Loader):
-    """A module's own loader, then the patch for it."""
-
-    def __init__(self, loader: Any, patch: Callable[[ModuleType], None]) -> None:
-        self.loader, self.patch = loader, patch
-
-    def create_module(self, spec: Any) -> ModuleType | None:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.loader.exec_module(module)
-        self.patch(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ... of the real loader
-        return getattr(self.loader, name)
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loader the other finders return for the modules in :data:`_PATCHES`."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        patch = _PATCHES.get(name)
-        if patch is None:
-            return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(name, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _ThenPatch(spec.loader, patch)
-                return spec
-        return None
-
-
 def install() -> None:
     """Patch the modules of :data:`_PATCHES` already imported, and the others when first imported. Idempotent."""
-    if any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
-        return
-    for name, patch in _PATCHES.items():
-        if name in sys.modules:
-            patch(sys.modules[name])
-    sys.meta_path.insert(0, _PatchOnImport())
+    patch_on_import(__name__, _PATCHES)
 
 
 install()

@@ -166,3 +166,34 @@ def test_a_correctness_on_some_rows_only_is_refused():
     rm, extras = _scored([{"score": 1.0, "correct": 1.0}, {"score": 0.5}])
     with pytest.raises(ValueError, match=r"reward_extra_info\['correct'\] is on 1 of 2 rows"):
         rows_from_verl(["p", "p"], rm, extras, [False] * 2)
+
+
+def _jagged(rows):
+    return torch.nested.as_nested_tensor(list(rows), layout=torch.jagged)
+
+
+def test_dense_fields_stacks_transfer_queues_nested_tables_exactly():
+    from tensordict import TensorDict
+
+    from rac_losses.integrations.verl.loss import dense_fields
+
+    table = torch.rand(3, 4, dtype=torch.float64)
+    data = TensorDict(
+        {"rac_table": _jagged(table), "rac_norm": torch.ones(3), "responses": _jagged([torch.ones(n) for n in (1, 2, 3)])},
+        batch_size=3,
+    )
+    out = dense_fields(data, "rac_")
+    assert sorted(out) == ["rac_norm", "rac_table"]  # other fields are left alone
+    assert not out["rac_table"].is_nested and out["rac_table"].dtype == torch.float64
+    assert torch.equal(out["rac_table"], table)
+    ragged = TensorDict({"rac_table": _jagged([torch.ones(2), torch.ones(3)])}, batch_size=2)
+    with pytest.raises(ValueError, match=r"rac_table rows differ in width: \[\(2,\), \(3,\)\]"):
+        dense_fields(ragged, "rac_")
+
+
+def test_without_twins_zeroes_twin_rows_of_a_nested_mask_in_its_layout():
+    from rac_losses.integrations.verl.loss import without_twins
+
+    mask = _jagged([torch.ones(n, dtype=torch.long) for n in (5, 6, 2)])
+    out = without_twins(mask, torch.tensor([False, True, False]))
+    assert out.is_nested and out.to_padded_tensor(0).tolist() == [[1] * 5 + [0], [0] * 6, [1, 1, 0, 0, 0, 0]]
