@@ -1,4 +1,5 @@
-"""``rac-demo``: a complete GRPO vs GRPO+RAC experiment on a synthetic visual QA task, offline on a CPU.
+"""``rac-demo``: RAC as the paper (reward bonuses on stated confidence), this package's RAC losses, RLCR and
+GRPO, on the same synthetic visual QA task with the same budget, offline on a CPU.
 
 Not part of the loss core: it uses the core only through its public API, like any custom trainer.
 """
