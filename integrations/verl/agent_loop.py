@@ -1,7 +1,8 @@
 """verl agent loop ``rac_single_turn``: single-turn rollouts, some emitted with a corrupted-image twin.
 
-The plugin registers the loop by its import path (``actor_rollout_ref.rollout.agent.default_agent_loop=rac_single_turn``);
-verl imports this module where a worker builds the loop.
+The plugin registers the loop by its import path
+(``actor_rollout_ref.rollout.agent.default_agent_loop=rac_single_turn``); verl imports this module where a
+worker builds the loop.
 It runs verl's :class:`SingleTurnAgentLoop` unchanged, then, for the share of rollouts that
 ``rac.corruption`` selects (:meth:`CorruptionPolicy.selects` on the rollout key), returns
 ``[twin, clean]``: the twin has the clean output's prompt and response token ids, response mask and

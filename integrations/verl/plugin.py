@@ -42,7 +42,8 @@ def asks_for_rac(config: Any) -> bool:
     """Whether verl's ``config`` asks for RAC: ``trainer.v1.trainer_mode=rac`` or a top-level ``rac`` node."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.select(config, "rac") is not None or OmegaConf.select(config, "trainer.v1.trainer_mode") == TRAINER_MODE
+    mode = OmegaConf.select(config, "trainer.v1.trainer_mode")
+    return OmegaConf.select(config, "rac") is not None or mode == TRAINER_MODE
 
 
 def check_not_legacy(config: Any) -> None:

@@ -8,7 +8,11 @@ import verl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-GRPO = ("algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2")
+GRPO = (
+    "algorithm.adv_estimator=grpo",
+    "actor_rollout_ref.rollout.n=4",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+)
 
 
 def compose_ppo(*overrides: str, base: tuple[str, ...] = GRPO) -> DictConfig:

@@ -8,22 +8,15 @@ import sys
 import textwrap
 
 import pytest
-import verl
-from hydra import compose, initialize_config_dir
 from verl.trainer.ppo.v1 import get_trainer_cls
 from verl.utils.config import omega_conf_to_dataclass
 
+import hydra_config
 from rac_losses import RACConfig
 from rac_losses.corruption import CorruptionPolicy
 from rac_losses.integrations.verl.trainer import RACTrainer
 
-GRPO = ["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
-
-
-def _compose(*overrides: str):
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=[*GRPO, *overrides])
+_compose = hydra_config.compose_ppo
 
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
