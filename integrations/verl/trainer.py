@@ -43,7 +43,7 @@ def settings_from_config(config: DictConfig) -> RACSettings:
 
     Raises:
         ValueError: an unknown or invalid ``rac`` option (named); a confidence verl cannot provide
-            (``topk``); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
+            (``topk``); ``refresh_partners`` (not implemented here); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
             reads); ``loss_agg_mode=token-sum`` with a RAC term on; or, with twins, an advantage estimator
             other than ``grpo``, a ``seq-mean-*`` loss aggregation, or rollout importance weights / rejection
             sampling (see the messages).
@@ -52,6 +52,12 @@ def settings_from_config(config: DictConfig) -> RACSettings:
     options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     settings = RACSettings.from_options(options)
     settings.check_confidences(_VERL_CONFIDENCES, "verl")
+    if settings.refresh_partners:
+        raise ValueError(
+            "rac.refresh_partners is not implemented in the verl adapter (the partner tables are fixed before "
+            "the update); remove it, or use one optimiser step per batch (actor.ppo_mini_batch_size = "
+            "data.train_batch_size)"
+        )
     correction = config.algorithm.get("rollout_correction") or {}
     if correction.get("bypass_mode", False):
         raise ValueError(

@@ -90,6 +90,7 @@ def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
         (["+rac.corruption.names=[fgo]"], "rac.corruption.*fgo"),
         (["+rac.corruption.fraction=1.5"], "fraction"),
         (["+rac.rank_confidence=topk"], "rac.rank_confidence='topk' is not available in verl"),
+        (["+rac.refresh_partners=true"], "refresh_partners is not implemented in the verl adapter"),
         (["algorithm.adv_estimator=gae"], "corrupted twins need algorithm.adv_estimator=grpo"),
         (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode=true reuses the rollout's"),
         (["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"], "twins need a token loss aggregation"),
