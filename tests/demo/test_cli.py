@@ -181,6 +181,20 @@ def test_same_seed_same_metrics() -> None:
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def test_seeds_in_worker_processes_give_the_same_metrics() -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kw = dict(seeds=[0, 1], arms=["rac_paper", "rac_loss_stated"], config=TrainConfig(warmup_steps=3, steps=2, prompts=4),
+                  pool_size=64, eval_size=16, progress=False)
+        a, b = run_experiment(**kw, workers=1), run_experiment(**kw, workers=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

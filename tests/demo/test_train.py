@@ -11,7 +11,7 @@ import rac_losses
 import rac_losses.rewards
 from rac_losses.demo import train
 from rac_losses.demo.corrupt import TwinCache
-from rac_losses.demo.task import EOS, PAD, TOKEN, generate
+from rac_losses.demo.task import PAD, TOKEN, generate
 from rac_losses.demo.train import ARMS, PAPER_BONUS, TrainConfig, grpo_train, make_policy, paper_rewards
 
 
