@@ -72,3 +72,14 @@ def test_make_policy_is_deterministic_and_keeps_global_rng() -> None:
     for (_, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y)
     assert isinstance(a, TinyVLPolicy)
+
+
+def test_kept_distribution_equals_teacher_forcing() -> None:
+    policy, visual, questions = _setup()
+    with torch.no_grad():
+        roll = policy.sample(visual, questions, torch.Generator().manual_seed(3), group_size=2, keep_dist=True)
+        index = torch.arange(questions.shape[0]).repeat_interleave(2)
+        logp = torch.log_softmax(policy.response_logits(visual, questions, roll.tokens, index), -1)
+    assert roll.dist.shape == (roll.tokens.shape[0], policy.config.max_response, logp.shape[-1])
+    assert torch.allclose(roll.dist[roll.mask], logp[roll.mask], atol=1e-5)
+    assert policy.sample(visual, questions, None, greedy=True).dist is None
