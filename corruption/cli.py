@@ -98,12 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .sheet import contact_sheet
 
             names = _names(args.names, list(CORRUPTIONS))
+            out_dir = os.path.dirname(os.path.abspath(args.output))
+            if not os.path.isdir(out_dir):
+                raise DatasetError(f"cannot write {args.output}: folder {out_dir} does not exist")
             try:
                 img = Image.open(args.image)
                 img.load()
             except (OSError, ValueError) as e:
                 raise DatasetError(f"cannot read image {args.image}: {e}") from None
-            contact_sheet(img, names, cell=args.cell, seed=args.seed).save(args.output)
+            sheet = contact_sheet(img, names, cell=args.cell, seed=args.seed)
+            try:
+                sheet.save(args.output)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"cannot write {args.output}: {e}") from None
             print(f"wrote {args.output} ({len(names)} corruptions x clean + 5 severities)")
             return 0
         if args.command in ("pairs", "testsets"):

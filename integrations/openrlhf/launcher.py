@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import os
 import runpy
@@ -249,6 +250,13 @@ def _rac_help() -> str:
     return "\n".join(text)
 
 
+def _missing(modules: list[str]) -> str:
+    return (
+        f"{' and '.join(modules)} not installed: pip install 'rac-losses[openrlhf]' (OpenRLHF 0.11.2 with vLLM, on a "
+        "CUDA machine)"
+    )
+
+
 def _run_openrlhf(args: list[str]) -> None:
     sys.argv = [TRAIN_MODULE, *args]
     runpy.run_module(TRAIN_MODULE, run_name="__main__", alter_sys=True)
@@ -257,8 +265,12 @@ def _run_openrlhf(args: list[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``rac-openrlhf`` command. Returns 0 after training, 2 on a bad ``--rac`` option (before Ray)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    missing = [m for m in ("openrlhf", "ray") if importlib.util.find_spec(m) is None]
     if "-h" in argv or "--help" in argv:
         print(_rac_help())
+        if missing:
+            print(f"rac-openrlhf: error: {_missing(missing)}", file=sys.stderr)
+            return 2
         print("OpenRLHF's arguments (python -m openrlhf.cli.train_ppo_ray --help):\n", flush=True)
         _run_openrlhf(["--help"])
         return 0
@@ -272,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, openrlhf_args = prepare_run(settings, openrlhf_args)
     except ValueError as e:
         print(f"rac-openrlhf: error: {e}", file=sys.stderr)
+        return 2
+    if missing:
+        print(f"rac-openrlhf: error: {_missing(missing)}", file=sys.stderr)
         return 2
     import ray
 

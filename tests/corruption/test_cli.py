@@ -47,6 +47,13 @@ def test_preview(tmp_path: Path) -> None:
     assert main(["preview", str(src), "-o", str(out), "--names", "nope"]) == 2
 
 
+def test_preview_into_a_missing_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(natural_image(1, 20, 20)).save(src)
+    assert main(["preview", str(src), "-o", str(tmp_path / "no" / "sheet.png"), "--names", "fog"]) == 2
+    assert "cannot write" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_dataset_round_trip(tmp_path: Path, nested: bool) -> None:
     src, dst = tmp_path / "in.parquet", tmp_path / "out.parquet"

@@ -273,3 +273,12 @@ def test_paper_settings_round_trip_through_the_environment():
     env = launcher.runtime_env(settings)["env_vars"]
     assert paper_from_env(env) == settings and PAPER_ENV_VAR in env and ENV_VAR not in env
     assert PaperSettings().policy == CorruptionPolicy.paper()  # the paper's 8 corruptions, 50/40/10
+
+
+@pytest.mark.parametrize("argv", [["--help"], [*STOCK]])
+def test_without_openrlhf_installed_the_command_says_how_to_install(argv, monkeypatch, capsys):
+    real = launcher.importlib.util.find_spec
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name, *a: None if name == "openrlhf" else real(name, *a))
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init was called"))
+    assert launcher.main(argv) == 2
+    assert "openrlhf not installed: pip install 'rac-losses[openrlhf]'" in capsys.readouterr().err
