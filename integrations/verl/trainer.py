@@ -1,15 +1,21 @@
-"""The ``rac`` v1 trainer mode: verl's synchronous PPO trainer with the RAC loss installed.
+"""The ``rac`` v1 trainer mode: verl's synchronous PPO trainer with RAC, in one of two formulations.
 
 Wherever verl's trainer asks for its mode it is told ``sync`` (:attr:`RACTrainer.trainer_mode`): a ``rac``
 run is a ``sync`` run in every code path verl selects by mode.
 
-Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*`` (see
-:mod:`rac_losses.integrations.settings`). At construction it validates the ``rac`` options, asks verl for
-per-token entropy when a ``neg_entropy`` confidence is used, and routes rollouts through the twin agent loop
-(``rac_single_turn``) when corrupted twins are wanted. Each step, after verl's advantages, it computes the
-RAC partner tables from the old log-probs verl already recomputed for every row (each under its own image)
-and writes them, the twin flags and a clean-only ``loss_mask`` back as per-row fields; the loss function
-(:func:`~rac_losses.integrations.verl.loss.rac_ppo_loss`) reads them in every micro-batch.
+Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*``. ``+rac.formulation`` picks:
+
+- ``reward`` (the default, the paper's method; options :mod:`.paper`): the paper's per-sample reward is
+  the default reward function, and each step, after verl's rewards and before its advantage estimator, the
+  ranking and corruption bonuses are added to every response's reward at its last token (``rm_scores``,
+  the field verl's advantage step reads). The actor trains with verl's own loss; any estimator works.
+- ``loss`` (this package's differentiable losses; options :mod:`rac_losses.integrations.settings`): at
+  construction it asks verl for per-token entropy when a ``neg_entropy`` confidence is used and routes
+  rollouts through the twin agent loop (``rac_single_turn``) when corrupted twins are wanted. Each step,
+  after verl's advantages, it computes the RAC partner tables from the old log-probs verl already
+  recomputed for every row (each under its own image) and writes them, the twin flags and a clean-only
+  ``loss_mask`` back as per-row fields; the loss function
+  (:func:`~rac_losses.integrations.verl.loss.rac_ppo_loss`) reads them in every micro-batch.
 """
 
 from __future__ import annotations
@@ -19,37 +25,50 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 import transfer_queue as tq
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.config import omega_conf_to_dataclass
 
-from rac_losses.integrations.settings import RACSettings
+from rac_losses.integrations.paper_settings import FORMULATIONS, PaperSettings
+from rac_losses.integrations.settings import RACSettings, _flatten
 
 from .loss import rac_ppo_loss, without_twins
+from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores
 from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
 from .rows import partner_fields, rows_from_verl
 
-__all__ = ["TRAINER_MODE", "RACTrainer", "prepare_config", "settings_from_config"]
+__all__ = ["TRAINER_MODE", "RACTrainer", "prepare_config", "prepare_reward_config", "settings_from_config"]
 
 logger = logging.getLogger(__name__)
 
 _VERL_CONFIDENCES = ("mean_logprob", "prob", "neg_entropy")  # verl exposes log-probs and entropy only
 
 
-def settings_from_config(config: DictConfig) -> RACSettings:
-    """The run's :class:`RACSettings` from the top-level ``rac`` node of verl's config (absent: defaults).
+def settings_from_config(config: DictConfig) -> RACSettings | PaperSettings:
+    """The run's settings from the top-level ``rac`` node of verl's config (absent: defaults).
+
+    ``rac.formulation`` (``reward``, the default, or ``loss``) picks :class:`PaperSettings` (checked by
+    :func:`.paper.paper_settings`) or :class:`RACSettings` (checked here).
 
     Raises:
-        ValueError: an unknown or invalid ``rac`` option (named); a confidence verl cannot provide
+        ValueError: an unknown formulation; an unknown or invalid ``rac`` option (named); in the reward
+            formulation, see :func:`.paper.paper_settings`; in the loss formulation: a confidence verl cannot provide
             (``topk``); ``refresh_partners`` (not implemented here); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
             reads); ``loss_agg_mode=token-sum`` with a RAC term on; or, with twins, an advantage estimator
             other than ``grpo``, a ``seq-mean-*`` loss aggregation, or rollout importance weights / rejection
             sampling (see the messages).
     """
     node = config.get("rac")
-    options: Any = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    options: Any = _flatten(OmegaConf.to_container(node, resolve=True) if node is not None else {}, "")
+    formulation = str(options.pop("formulation", FORMULATIONS[0]))
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"rac.formulation: expected one of {', '.join(FORMULATIONS)}, got {formulation!r}")
+    if formulation == "reward":
+        own = OmegaConf.select(config, "reward.custom_reward_function.path") is not None
+        return paper_settings(options, own_reward_function=own)
     settings = RACSettings.from_options(options)
     settings.check_confidences(_VERL_CONFIDENCES, "verl")
     if settings.refresh_partners:
@@ -117,15 +136,40 @@ def prepare_config(config: DictConfig, settings: RACSettings) -> None:
         raise ValueError("rac does not support verl's distillation loss; disable distillation or RAC")
 
 
+def prepare_reward_config(config: DictConfig, settings: PaperSettings) -> None:
+    """Make the paper's reward (:mod:`.paper_reward`, options ``rac.reward.*``) the reward function unless
+    ``reward.custom_reward_function.path`` names the user's own."""
+    hook = config.reward.custom_reward_function
+    if hook.get("path") is not None:
+        return
+    options = settings.reward_options() | {"multiple_choice": settings.multiple_choice}
+    with open_dict(config):
+        hook.path, hook.name = REWARD_FUNCTION
+        hook.reward_kwargs = options
+
+
 @register_trainer(TRAINER_MODE)
 class RACTrainer(PPOTrainerSync):
-    """verl's ``sync`` trainer with the RAC loss function and per-step partner tables."""
+    """verl's ``sync`` trainer with the paper's reward bonuses, or the RAC loss function and partner tables."""
 
     def __init__(self, config: DictConfig):
         self.rac = settings_from_config(config)
-        prepare_config(config, self.rac)
+        if self.formulation == "reward":
+            prepare_reward_config(config, self.rac)
+            if self.rac.schema:
+                logger.warning(
+                    "rac: the verl adapter does not append the response schema to the prompts yet (+rac.schema): "
+                    "put rac_losses.rewards.RESPONSE_SCHEMA in them; the paper's reward expects it"
+                )
+        else:
+            prepare_config(config, self.rac)
         super().__init__(config)
-        logger.info("rac: %s", self.rac)
+        logger.info("rac (%s formulation): %s", self.formulation, self.rac)
+
+    @property
+    def formulation(self) -> str:
+        """``"reward"`` (the paper's bonuses) or ``"loss"`` (the RAC losses), from the run's settings."""
+        return "reward" if isinstance(self.rac, PaperSettings) else "loss"
 
     @property
     def trainer_mode(self) -> str:
@@ -140,10 +184,15 @@ class RACTrainer(PPOTrainerSync):
 
     def _setup(self) -> None:
         super()._setup()
+        if self.formulation == "reward":
+            return  # the actor trains with verl's own loss
         actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
         self.actor_rollout_wg.set_loss_fn(partial(rac_ppo_loss, config=actor_config, settings=self.rac))
 
     def _compute_advantage(self, batch, metrics: dict):
+        if self.formulation == "reward":
+            self._add_bonuses(batch, metrics)
+            return super()._compute_advantage(batch, metrics=metrics)
         batch = super()._compute_advantage(batch, metrics=metrics)
         fields = ["uid", "rm_scores", "response_mask", "loss_mask", "old_log_probs", "entropy", "extra_fields"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
@@ -174,4 +223,31 @@ class RACTrainer(PPOTrainerSync):
         fields["loss_mask"] = without_twins(data["loss_mask"], rows.twin)  # verl's token normaliser: clean tokens
         return tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
+        )
+
+    def _add_bonuses(self, batch, metrics: dict) -> None:
+        """Add the paper's bonuses to every row's ``rm_scores`` in TransferQueue (see :func:`.paper.shape_scores`)."""
+        fields = ["uid", "session_id", "rm_scores", "extra_fields", *PAIR_COLUMNS]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        # TransferQueue returns a field only when every row has it: a batch without the pair columns has none
+        have = [c for c in PAIR_COLUMNS if c in data.keys()]
+        if have and len(have) < len(PAIR_COLUMNS):
+            missing = sorted(set(PAIR_COLUMNS) - set(have))
+            raise ValueError(f"rac: the dataset has {', '.join(have)} but not {', '.join(missing)} (all three, or none)")
+        if not have and self.rac.pairs:
+            logger.warning("rac: no %s columns in this batch: the ranking bonus only", "/".join(PAIR_COLUMNS))
+        rows = paper_rows(
+            uid=list(data["uid"]),
+            session=list(data["session_id"]),
+            extra_fields=list(data["extra_fields"]),
+            padding=[tag.get("is_padding", False) for tag in batch.tags],
+            pair_columns={c: list(data[c]) for c in PAIR_COLUMNS} if have else None,
+        )
+        scores = data["rm_scores"]
+        lengths = scores.offsets().diff()
+        shaped, rac_metrics = shape_scores(scores.to_padded_tensor(0.0), lengths, rows, self.rac)
+        metrics.update(rac_metrics)
+        nested = torch.nested.as_nested_tensor([shaped[i, : lengths[i]] for i in range(len(batch))], layout=torch.jagged)
+        tq.kv_batch_put(
+            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict({"rm_scores": nested}, batch_size=len(batch))
         )

@@ -36,6 +36,9 @@ RAC_ARGS=(
     # whose loss is verl's ppo_loss on the clean rows plus rank_coef * L_rank + pair_coef * L_pair. When
     # twins are wanted it sets rollout.agent.default_agent_loop=rac_single_turn, the corrupted-twin loop.
     trainer.v1.trainer_mode=rac
+    # This script runs this package's differentiable losses; the default, +rac.formulation=reward, is the
+    # paper's reward shaping on stated confidence (bonuses added to the reward before the advantages).
+    +rac.formulation=loss
     # Ranking loss weight: within a GRPO group, a higher-reward rollout must get higher confidence.
     +rac.rank_coef=1.0
     # Clean-corrupted loss weight: the same response must get lower confidence on a corrupted image.

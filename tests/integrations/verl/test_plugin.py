@@ -17,6 +17,7 @@ from rac_losses.corruption import CorruptionPolicy
 from rac_losses.integrations.verl.trainer import RACTrainer
 
 _compose = hydra_config.compose_ppo
+LOSS = "+rac.formulation=loss"  # the loss formulation's options (the default is the paper's reward formulation)
 
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
@@ -51,7 +52,7 @@ def test_import_verl_loads_nothing_heavy_and_registers_on_first_use(tmp_path):
 
 def test_the_flag_and_rac_overrides_build_the_trainer_settings():
     config = _compose(
-        "trainer.v1.trainer_mode=rac", "+rac.rank_coef=0.3", "+rac.pair_coef=0.2", "+rac.rank_confidence=prob",
+        "trainer.v1.trainer_mode=rac", LOSS, "+rac.rank_coef=0.3", "+rac.pair_coef=0.2", "+rac.rank_confidence=prob",
         "+rac.corruption.names=[gaussian_noise,patch_mask]", "+rac.corruption.severities=[1,3,5]",
         "+rac.corruption.fraction=0.25",
     )
@@ -69,13 +70,13 @@ def test_the_flag_and_rac_overrides_build_the_trainer_settings():
 def test_without_twins_the_twin_only_restrictions_do_not_apply():
     for override in ("actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean", "algorithm.adv_estimator=gae",
                      "+rac.pair_confidence=topk"):
-        RACTrainer(_compose("trainer.v1.trainer_mode=rac", "+rac.pair_coef=0", override))
+        RACTrainer(_compose("trainer.v1.trainer_mode=rac", LOSS, "+rac.pair_coef=0", override))
 
 
 def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
-    trainer = RACTrainer(_compose("trainer.v1.trainer_mode=rac"))
+    trainer = RACTrainer(_compose("trainer.v1.trainer_mode=rac", LOSS))
     assert trainer.rac.config == RACConfig() and trainer.rac.corruption.fraction == 0.5
-    config = _compose("trainer.v1.trainer_mode=rac", "+rac.pair_coef=0")
+    config = _compose("trainer.v1.trainer_mode=rac", LOSS, "+rac.pair_coef=0")
     RACTrainer(config)
     assert config.actor_rollout_ref.actor.calculate_entropy is False
     assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
@@ -100,7 +101,7 @@ def test_the_flag_alone_uses_the_defaults_and_leaves_verl_alone_without_twins():
     ],
 )
 def test_a_bad_rac_value_fails_at_start_up_naming_it(overrides, match):
-    config = _compose("trainer.v1.trainer_mode=rac", *overrides)
+    config = _compose("trainer.v1.trainer_mode=rac", LOSS, *overrides)
     with pytest.raises(ValueError, match=match):
         get_trainer_cls("rac")(config)
 

@@ -26,13 +26,13 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 import hydra_config
 import vl_batch
-from rac_losses import rac_loss
+from rac_losses import corruption_bonus, rac_loss, ranking_bonus
 
 from rac_losses.integrations.verl.loss import rac_ppo_loss
 from rac_losses.integrations.verl.rows import rows_from_verl
 from rac_losses.integrations.verl.trainer import RACTrainer
 
-RAC = ("+rac.rank_coef=0.7", "+rac.pair_coef=0.5", "+rac.pair_margin=0.05")
+RAC = ("+rac.formulation=loss", "+rac.rank_coef=0.7", "+rac.pair_coef=0.5", "+rac.pair_margin=0.05")
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +155,16 @@ def _files(folder) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names)
 
 
+@pytest.mark.parametrize("formulation", ["reward", "loss"])
 @pytest.mark.parametrize(
     "overrides", [(), ("algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc")],
     ids=["plain", "filter_groups"],
 )
-def test_the_rac_trainer_is_verls_sync_trainer_wherever_verl_asks_the_mode(transfer_queue, tmp_path, monkeypatch, overrides):
+def test_the_rac_trainer_is_verls_sync_trainer_wherever_verl_asks_the_mode(
+    transfer_queue, tmp_path, monkeypatch, overrides, formulation
+):
     sync = _trainer("sync", tmp_path, monkeypatch, *overrides)
-    rac = _trainer("rac", tmp_path, monkeypatch, "+rac.pair_coef=0", *overrides)
+    rac = _trainer("rac", tmp_path, monkeypatch, f"+rac.formulation={formulation}", "+rac.pair_coef=0", *overrides)
     assert rac.config.trainer.v1.trainer_mode == "rac"  # the config still says what the user asked for
 
     # the replay buffer: the sync class (drains and discards filtered groups), with the sync options
@@ -187,3 +190,96 @@ def test_the_rac_trainer_is_verls_sync_trainer_wherever_verl_asks_the_mode(trans
     rac._save_checkpoint()
     assert _files(tmp_path / "rac") == _files(tmp_path / "sync")
     assert rac._reissue_inflight_prompts() == sync._reissue_inflight_prompts() == 0
+
+
+# (uid, pair_id, is_noisy, corruption_level) of the paper-formulation rows: a clean prompt and its corrupted
+# copy (pair 7), and a clean prompt whose copy is not in this batch (pair 8)
+_PROMPTS = [("clean", 7, False, 0.0), ("noisy", 7, True, 0.4), ("alone", 8, False, 0.0)]
+_ROLLOUTS = 3
+
+
+def _paper_rows(seed: int = 0) -> tuple[list[str], list[dict]]:
+    """Rows as verl's v1 agent loop stores them in the reward formulation (the dataset's pair columns and
+    every other dataset column are per-row fields beside the outputs'), in a shuffled order as verl's batch
+    balancing leaves them, plus one verl padding row (a copy of the first row, as verl makes them)."""
+    g = torch.Generator().manual_seed(seed)
+    keys, rows = [], []
+    for uid, pair, noisy, level in _PROMPTS:
+        for session in range(_ROLLOUTS):
+            n = int(torch.randint(2, 7, (1,), generator=g))
+            acc = float(torch.rand((), generator=g) < 0.6)
+            confidence = -1.0 if (uid, session) == ("alone", 1) else round(float(torch.rand((), generator=g)), 2)
+            score = acc - 0.1 * (confidence < 0)
+            keys.append(f"{uid}_{session}_0")
+            rows.append(dict(
+                uid=uid, session_id=session, pair_id=pair, is_noisy=noisy, corruption_level=level,
+                rm_scores=torch.tensor([0.0] * (n - 1) + [score]), response_mask=torch.ones(n, dtype=torch.long),
+                loss_mask=torch.ones(n, dtype=torch.long), old_log_probs=-torch.rand(n, generator=g),
+                extra_fields={"reward_extra_info": {
+                    "score": score, "acc": acc, "reward_acc": acc, "confidence": confidence, "format_ok": 1.0,
+                }},
+            ))
+    order = torch.randperm(len(keys), generator=g).tolist()
+    keys, rows = [keys[i] for i in order], [rows[i] for i in order]
+    pad = dict(rows[0], uid="pad0", session_id=0, rm_scores=torch.zeros(1), response_mask=torch.zeros(1, dtype=torch.long),
+               loss_mask=torch.zeros(1, dtype=torch.long), old_log_probs=torch.zeros(1))
+    return keys + ["pad0_0_0"], rows + [pad]
+
+
+def _core_bonuses(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ranking, corruption)`` bonuses of the real rows from the core, rows sorted by (prompt, session)."""
+    real = sorted((r for r in rows if r["uid"] != "pad0"), key=lambda r: ([p[0] for p in _PROMPTS].index(r["uid"]), r["session_id"]))
+    info = [r["extra_fields"]["reward_extra_info"] for r in real]
+    confidence = torch.tensor([i["confidence"] for i in info], dtype=torch.float64)
+    correct = torch.tensor([i["reward_acc"] for i in info], dtype=torch.float64)
+    group = torch.tensor([[p[0] for p in _PROMPTS].index(r["uid"]) for r in real])
+    pair = torch.tensor([r["pair_id"] for r in real])
+    level = torch.tensor([r["corruption_level"] for r in real], dtype=torch.float64)
+    ranking = ranking_bonus(confidence, correct, group, margin=0.05)
+    corruption = corruption_bonus(confidence, correct, group, pair, level, margin=0.05, alpha=0.1)
+    index = {(r["uid"], r["session_id"]): i for i, r in enumerate(real)}
+    return ranking, corruption, index
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce_plus_plus"])
+def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfer_queue, estimator):
+    keys, rows = _paper_rows()
+    tags = [{}] * (len(keys) - 1) + [{"is_padding": True}]
+    meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(rows), tags=tags)
+    config = hydra_config.compose_ppo("trainer.v1.trainer_mode=rac", f"algorithm.adv_estimator={estimator}",
+                                      f"actor_rollout_ref.rollout.n={_ROLLOUTS}")
+    trainer = RACTrainer(config)
+    assert trainer.formulation == "reward" and trainer.rac.rank_coef == 0.2 and trainer.rac.pair_coef == 0.3
+    metrics: dict = {}
+    trainer._compute_advantage(meta, metrics)
+
+    # rewards after shaping = reward + 0.2 * ranking + 0.3 * corruption (the core, same rows), at the last token
+    ranking, corruption, index = _core_bonuses(rows)
+    assert bool((corruption != 0).any()) and bool((ranking != 0).any())
+    got = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["rm_scores", "advantages"])
+    shaped = []
+    for i, row in enumerate(rows):
+        want = row["rm_scores"].clone()
+        if row["uid"] != "pad0":  # verl's padding rows get nothing
+            k = index[(row["uid"], row["session_id"])]
+            want[-1] += float(0.2 * ranking[k] + 0.3 * corruption[k])
+        torch.testing.assert_close(got["rm_scores"][i], want, rtol=0, atol=1e-6)
+        shaped.append(got["rm_scores"][i])
+    info = {(r["uid"], r["session_id"]): r["extra_fields"]["reward_extra_info"] for r in rows}
+    counted = [k for k in range(_ROLLOUTS) if info[("clean", k)]["reward_acc"] > 0.5]  # the release counts these
+    assert metrics["rac/pair/count"] == len(counted) > 0
+    assert metrics["rac/pair/clean_prompts"] == 2 and metrics["rac/pair/corrupted_prompts"] == 1
+    assert "rac/calibration/ece" in metrics and "rac/calibration/rank_violation_rate" in metrics
+
+    # advantages = verl's own sync trainer's on the shaped rewards (same rows under other keys)
+    ref_keys = [f"ref{k}" for k in keys]
+    ref_rows = [dict(r, uid=f"ref{r['uid']}", rm_scores=s) for r, s in zip(rows, shaped)]
+    ref_meta = tq.kv_batch_put(keys=ref_keys, partition_id="train", fields=list_of_dict_to_tensordict(ref_rows), tags=tags)
+    sync = get_trainer_cls("sync")(hydra_config.compose_ppo(
+        "trainer.v1.trainer_mode=sync", f"algorithm.adv_estimator={estimator}", f"actor_rollout_ref.rollout.n={_ROLLOUTS}"
+    ))
+    sync._compute_advantage(ref_meta, {})
+    want = tq.kv_batch_get(keys=ref_keys, partition_id="train", select_fields=["advantages"])
+    for i in range(len(keys)):
+        torch.testing.assert_close(got["advantages"][i], want["advantages"][i], rtol=0, atol=1e-6)
+    tq.kv_clear(keys=keys + ref_keys, partition_id="train")

@@ -1,0 +1,270 @@
+"""The paper's formulation in verl (``+rac.formulation=reward``, the default of ``trainer.v1.trainer_mode=rac``).
+
+RAC's release shapes the reward: each response's reward (by default :mod:`.paper_reward`'s per-sample
+reward) gets ``rank_coef * ranking_bonus + pair_coef * corruption_bonus`` (:func:`rac_losses.rac_bonus`)
+at its last token, after verl's reward and before its advantage estimator; the actor then trains with
+verl's own loss. This module reads the options and does the shaping on plain tensors and lists (the
+trainer moves them to and from TransferQueue); it imports nothing of verl's.
+
+Options: :class:`~rac_losses.integrations.paper_settings.PaperSettings`, with these differences in verl:
+
+- ``corruption.source`` is ``dataset`` by default: the pairs are a paired dataset's rows, columns
+  ``pair_id`` (shared by a clean row and its corrupted copy; negative: no pair), ``is_noisy`` and
+  ``corruption_level`` (``severity / 5``), as ``rac-corrupt pairs`` writes them. verl hands every dataset
+  column to TransferQueue as a per-row field; a batch whose rows lack them gets the ranking bonus only.
+  ``generate`` (corrupted copies made on the fly) is not implemented here, nor are its knobs
+  (``corruption.fraction``, ``names``, ``severities``, ``weights``, ``seed``): both are refused.
+- ``reward.*`` go to the default reward function as its ``reward_kwargs``; with a reward function of the
+  user's own (``reward.custom_reward_function.path`` set) they are refused (set that function's
+  ``reward_kwargs`` instead). A user's function must return ``confidence`` and ``reward_acc`` (or ``acc``)
+  in its dict for every response.
+- ``schema`` is accepted and not applied yet: put :data:`rac_losses.rewards.RESPONSE_SCHEMA` in the prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rac_losses import rac_bonus
+from rac_losses.integrations.paper_settings import PaperSettings, paper_option_names
+from rac_losses.metrics import calibration_summary
+
+__all__ = [
+    "CONFIDENCE_KEY",
+    "CORRECT_KEYS",
+    "PAIR_COLUMNS",
+    "REWARD_FUNCTION",
+    "PaperRows",
+    "paper_rows",
+    "paper_settings",
+    "shape_scores",
+]
+
+#: The default reward function: (``reward.custom_reward_function.path``, ``.name``).
+REWARD_FUNCTION = ("pkg://rac_losses.integrations.verl.paper_reward", "compute_score")
+#: The dataset columns of a paired dataset (``rac-corrupt pairs``), read as per-row TransferQueue fields.
+PAIR_COLUMNS = ("pair_id", "is_noisy", "corruption_level")
+#: ``reward_extra_info`` keys: the stated confidence, and the accuracy the bonuses compare (in order).
+CONFIDENCE_KEY = "confidence"
+CORRECT_KEYS = ("reward_acc", "acc")
+
+_GENERATION_OPTIONS = tuple(f"corruption.{k}" for k in ("fraction", "names", "severities", "weights", "seed"))
+
+
+def paper_settings(options: Mapping[str, Any], *, own_reward_function: bool) -> PaperSettings:
+    """The run's :class:`PaperSettings` from the flat dotted ``rac`` options (``formulation`` removed).
+
+    Args:
+        options: e.g. ``{"rank_coef": 0.2, "corruption.source": "off"}``.
+        own_reward_function: the user set ``reward.custom_reward_function.path``.
+
+    Raises:
+        ValueError: an option the reward formulation does not take (named, with the valid ones), a bad value
+            (named), ``corruption.source=generate`` or a generation knob, ``reward.*`` with the user's own
+            reward function.
+    """
+    names = paper_option_names()
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        here = [n for n in names if n not in _GENERATION_OPTIONS]
+        raise ValueError(
+            f"+rac.{', +rac.'.join(unknown)}: not option(s) of rac.formulation=reward (the default); options of the "
+            f"loss formulation need +rac.formulation=loss. The reward formulation's options in verl: {', '.join(here)}"
+        )
+    if str(options.get("corruption.source", "dataset")) == "generate":
+        raise ValueError(
+            "rac.corruption.source=generate (corrupted copies made on the fly) is not implemented in the verl "
+            "adapter: build a paired dataset with `rac-corrupt pairs` (source=dataset, verl's default) or set off"
+        )
+    generation = sorted(set(options) & set(_GENERATION_OPTIONS))
+    if generation:
+        raise ValueError(
+            f"rac.{', rac.'.join(generation)} configure corrupted copies made on the fly, which the verl adapter "
+            "does not make: the pairs come from the dataset (`rac-corrupt pairs` takes these choices); remove them"
+        )
+    reward = sorted(k for k in options if k.startswith("reward."))
+    if reward and own_reward_function:
+        raise ValueError(
+            f"rac.{', rac.'.join(reward)} configure the default reward function, but "
+            "reward.custom_reward_function.path names your own: set its reward_kwargs instead"
+        )
+    return PaperSettings.from_options({"corruption.source": "dataset", **options})
+
+
+@dataclass(frozen=True)
+class PaperRows:
+    """One step's rows as :func:`rac_losses.rac_bonus` reads them, in the batch's order.
+
+    Attributes:
+        confidence: ``[N]`` float64 stated confidences, -1 when missing and on verl's padding rows.
+        correct: ``[N]`` float64, ``reward_acc`` (else ``acc``): what the bonuses compare.
+        group: ``[N]`` int64 prompt ids (from ``uid``).
+        order: ``[N]`` int64, a permutation putting each group's rows in session order (``session_id``: the
+            k-th rollout of a clean prompt meets the k-th of its corrupted copy), groups by first row.
+        pair: ``[N]`` int64 pair ids (-1: none, and on padding rows), or ``None`` without pair columns.
+        level: ``[N]`` float64 corruption levels (0 clean), or ``None`` without pair columns.
+        valid: ``[N]`` bool, false on verl's padding rows.
+        acc: ``[N]`` float64 0/1 correctness for the calibration metrics (``acc``, else a 0/1
+            ``reward_acc``), or ``None``.
+        format_ok: ``[N]`` float64 0/1 or ``None``.
+    """
+
+    confidence: torch.Tensor
+    correct: torch.Tensor
+    group: torch.Tensor
+    order: torch.Tensor
+    pair: torch.Tensor | None
+    level: torch.Tensor | None
+    valid: torch.Tensor
+    acc: torch.Tensor | None
+    format_ok: torch.Tensor | None
+
+
+def _info_column(infos: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> torch.Tensor | None:
+    for key in keys:
+        if all(key in info for info in infos):
+            return torch.tensor([float(info[key]) for info in infos], dtype=torch.float64)
+    return None
+
+
+def _required(infos: Sequence[Mapping[str, Any]], keys: Sequence[str], valid: torch.Tensor) -> torch.Tensor:
+    real = [info for info, v in zip(infos, valid.tolist()) if v]
+    for key in keys:
+        missing = sum(key not in info for info in real)
+        if missing == 0:
+            return torch.tensor([float(info.get(key, -1.0)) for info in infos], dtype=torch.float64)
+    raise KeyError(
+        f"rac: the reward function returned no {' or '.join(repr(k) for k in keys)} for {missing} of {len(real)} "
+        "responses; the paper's bonuses need 'confidence' and 'reward_acc' (or 'acc') in every response's dict "
+        f"(the default reward function, {REWARD_FUNCTION[0]}, returns them)"
+    )
+
+
+def paper_rows(
+    uid: Sequence[Any],
+    session: Sequence[Any],
+    extra_fields: Sequence[Mapping[str, Any] | None],
+    padding: Sequence[bool],
+    pair_columns: Mapping[str, Sequence[Any]] | None = None,
+) -> PaperRows:
+    """Read the rows from verl's per-row fields.
+
+    Args:
+        uid: ``N`` prompt ids; session: ``N`` rollout indices within the prompt (``session_id``).
+        extra_fields: ``N`` agent-loop ``extra_fields`` dicts with verl's ``reward_extra_info`` (the reward
+            function's dict).
+        padding: ``N`` flags, true for verl's synthetic padding rows (copies of a real row: read nothing).
+        pair_columns: ``pair_id``, ``is_noisy`` and ``corruption_level`` per row, or ``None``.
+
+    Raises:
+        KeyError: a real row's ``reward_extra_info`` lacks ``confidence``, or both ``reward_acc`` and ``acc``.
+        ValueError: lengths differ; a noisy row with ``corruption_level <= 0``, or a clean one with a level.
+    """
+    n = len(uid)
+    if len(session) != n or len(extra_fields) != n or len(padding) != n:
+        raise ValueError(f"uid ({n}), session ({len(session)}), extra_fields ({len(extra_fields)}) and padding "
+                         f"({len(padding)}) must describe the same rows")
+    valid = ~torch.tensor([bool(p) for p in padding], dtype=torch.bool).reshape(n)
+    infos = [(e or {}).get("reward_extra_info") or {} for e in extra_fields]
+    confidence = torch.where(valid, _required(infos, (CONFIDENCE_KEY,), valid), -1.0)
+    correct = torch.where(valid, _required(infos, CORRECT_KEYS, valid), 0.0)
+    keys = np.asarray([str(u) for u in uid], dtype=object)
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.lexsort((np.asarray([int(s) for s in session]), first[group]))
+    pair = level = None
+    if pair_columns is not None:
+        pair = torch.tensor([int(p) for p in pair_columns["pair_id"]], dtype=torch.long)
+        noisy = torch.tensor([bool(x) for x in pair_columns["is_noisy"]], dtype=torch.bool)
+        stated = torch.tensor([float(x) for x in pair_columns["corruption_level"]], dtype=torch.float64)
+        if bool((noisy & (stated <= 0) & valid).any()) or bool((~noisy & (stated != 0) & valid).any()):
+            raise ValueError(
+                "the dataset's corruption_level must be > 0 on rows with is_noisy=true and 0 on the others "
+                "(as rac-corrupt pairs writes them)"
+            )
+        pair = torch.where(valid, pair, -1)
+        level = torch.where(noisy & valid, stated, 0.0)
+    acc = _info_column(infos, ("acc",))
+    if acc is None and bool(((correct == 0) | (correct == 1)).all()):
+        acc = correct
+    return PaperRows(
+        confidence=confidence, correct=correct, group=torch.from_numpy(group.astype(np.int64)).reshape(n),
+        order=torch.from_numpy(order.astype(np.int64)), pair=pair, level=level, valid=valid,
+        acc=None if acc is None else torch.where(valid, acc, 0.0), format_ok=_info_column(infos, ("format_ok",)),
+    )
+
+
+def _calibration(prefix: str, rows: PaperRows, keep: torch.Tensor) -> dict[str, float]:
+    if rows.acc is None or not bool(keep.any()):
+        return {}
+    summary = calibration_summary(
+        rows.confidence[keep], rows.acc[keep], group=rows.group[keep],
+        format_ok=None if rows.format_ok is None else rows.format_ok[keep],
+    )
+    return {f"{prefix}{k}": v for k, v in summary.items()}
+
+
+def shape_scores(
+    scores: torch.Tensor, lengths: torch.Tensor, rows: PaperRows, settings: PaperSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The token-level rewards with the paper's bonuses at each response's last token, and ``rac/*`` metrics.
+
+    Args:
+        scores: ``[N, T]`` float token-level rewards (verl's ``rm_scores``, right-padded).
+        lengths: ``[N]`` response lengths; row ``i``'s bonus goes to ``scores[i, lengths[i] - 1]`` (where verl
+            puts the reward); a row of length 0 gets none.
+        rows: :func:`paper_rows` of the same rows.
+        settings: the run's options (pairs only when ``rows`` has pair columns and :attr:`PaperSettings.pairs`).
+
+    Returns:
+        ``(shaped, metrics)``: ``shaped`` like ``scores`` (same dtype), ``metrics`` floats keyed ``rac/...``:
+        :func:`rac_losses.rac_bonus`'s, ``pair/clean_prompts``, ``pair/corrupted_prompts``,
+        ``bonus/ranking_mean``, ``bonus/corruption_mean``, ``clean|corrupted/confidence_mean``,
+        ``reward_mean``, ``shaped_reward_mean`` and :func:`~rac_losses.metrics.calibration_summary` of the
+        clean rows (``calibration/*``) and of the corrupted ones (``corrupted/calibration/*``); padding rows
+        excluded.
+
+    Raises:
+        ValueError: shapes that disagree, or what :func:`rac_losses.rac_bonus` refuses (e.g. rows of one
+            prompt with different pair ids).
+    """
+    n = rows.group.shape[0]
+    if scores.ndim != 2 or scores.shape[0] != n or lengths.shape != (n,):
+        raise ValueError(f"scores {tuple(scores.shape)} and lengths {tuple(lengths.shape)} must describe {n} rows")
+    o = rows.order
+    with_pairs = settings.pairs and rows.pair is not None
+    result = rac_bonus(
+        rows.confidence[o], rows.correct[o], rows.group[o],
+        rows.pair[o] if with_pairs else None, rows.level[o] if with_pairs else None, **settings.bonus_options(),
+    )
+    bonus, ranking, corruption = (torch.empty_like(t) for t in (result.bonus, result.ranking, result.corruption))
+    bonus[o], ranking[o], corruption[o] = result.bonus, result.ranking, result.corruption
+    last = lengths.long() - 1
+    placed = rows.valid & (last >= 0)
+    idx = torch.nonzero(placed).squeeze(1)
+    shaped = scores.clone()
+    shaped[idx, last[idx]] = (scores[idx, last[idx]].double() + bonus[idx].double()).to(scores.dtype)
+
+    valid = rows.valid
+    corrupted = rows.level > 0 if with_pairs else torch.zeros(n, dtype=torch.bool)
+    metrics = {f"rac/{k}": v for k, v in result.metrics.items()}
+    if with_pairs:
+        clean_paired = valid & (rows.pair >= 0) & ~corrupted
+        metrics["rac/pair/clean_prompts"] = float(rows.group[clean_paired].unique().numel())
+        metrics["rac/pair/corrupted_prompts"] = float(rows.group[corrupted].unique().numel())
+    metrics["rac/bonus/ranking_mean"] = float(ranking[valid].mean()) if bool(valid.any()) else 0.0
+    metrics["rac/bonus/corruption_mean"] = float(corruption[valid].mean()) if bool(valid.any()) else 0.0
+    has = valid & (rows.confidence >= 0)
+    for name, mask in (("clean", has & ~corrupted), ("corrupted", has & corrupted)):
+        if bool(mask.any()):
+            metrics[f"rac/{name}/confidence_mean"] = float(rows.confidence[mask].mean())
+    if bool(valid.any()):
+        metrics["rac/reward_mean"] = float(scores[valid].double().sum(-1).mean())
+        metrics["rac/shaped_reward_mean"] = float(shaped[valid].double().sum(-1).mean())
+    metrics.update(_calibration("rac/calibration/", rows, valid & ~corrupted))
+    metrics.update(_calibration("rac/corrupted/calibration/", rows, valid & corrupted))
+    return shaped, metrics
