@@ -1,0 +1,131 @@
+"""The paper's formulation in the ``rac`` trainer (``+rac.formulation=reward``, the default): start-up on verl's
+Hydra config, the reward function verl will load, and the rows the bonuses read (the shaping itself runs
+through the real TransferQueue in ``test_transfer_queue.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from verl.trainer.ppo.reward import get_custom_reward_fn
+from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
+
+import hydra_config
+from rac_losses import rac_bonus
+from rac_losses.integrations.paper_settings import PaperSettings
+from rac_losses.integrations.verl.paper import paper_rows, shape_scores
+from rac_losses.integrations.verl.trainer import RACTrainer
+
+RIGHT = "<think>t</think><answer>B</answer><confidence>0.8</confidence>"
+
+
+def _trainer(*overrides: str) -> RACTrainer:
+    return get_trainer_cls("rac")(hydra_config.compose_ppo("trainer.v1.trainer_mode=rac", *overrides))
+
+
+def test_the_flag_alone_runs_the_papers_method_with_its_reward_and_verls_loss(caplog):
+    with caplog.at_level(logging.WARNING):
+        trainer = _trainer()
+    assert trainer.formulation == "reward"
+    assert trainer.rac == PaperSettings(source="dataset")  # the release's coefficients, pairs from the dataset
+    config = trainer.config
+    hook = OmegaConf.to_container(config.reward.custom_reward_function)
+    assert hook == {
+        "path": "pkg://rac_losses.integrations.verl.paper_reward", "name": "compute_score",
+        "reward_kwargs": {"format_coef": 0.3, "format_warmup_steps": 10, "format_warmup_start": 1.0,
+                          "tail_penalty_coef": 0.2, "multiple_choice": True},
+    }
+    # no twin agent loop, no entropy: rollouts and the update are verl's own
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+    assert config.actor_rollout_ref.actor.calculate_entropy is False
+    assert "does not append the response schema" in caplog.text  # said, not silently skipped
+
+
+def test_rac_reward_options_reach_the_reward_function_verl_loads():
+    trainer = _trainer("+rac.reward.format_coef=0.5", "+rac.reward.multiple_choice=false", "+rac.rank_coef=0.4")
+    assert trainer.rac.rank_coef == 0.4 and trainer.rac.format_coef == 0.5
+    fn = get_custom_reward_fn(trainer.config)  # what verl's reward loop calls per response
+    out = fn("mmmu", "<think>t</think>B<confidence>0.8</confidence>", "B", {})  # off-schema: the format penalty
+    assert out["score_raw"] == pytest.approx(-0.5)
+
+
+def test_the_users_reward_function_is_kept():
+    trainer = _trainer("reward.custom_reward_function.path=/my/reward.py", "reward.custom_reward_function.name=score")
+    hook = trainer.config.reward.custom_reward_function
+    assert hook.path == "/my/reward.py" and hook.name == "score" and "reward_kwargs" not in hook
+
+
+def test_the_reward_formulation_installs_no_rac_loss(monkeypatch):
+    monkeypatch.setattr(PPOTrainerSync, "_setup", lambda self: None)  # verl's workers: not on this machine
+    trainer = _trainer()
+
+    class Workers:
+        def set_loss_fn(self, fn):
+            raise AssertionError("the reward formulation trains with verl's own loss")
+
+    trainer.actor_rollout_wg = Workers()
+    trainer._setup()
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["+rac.formulation=paper"], "rac.formulation: expected one of reward, loss, got 'paper'"),
+        (["+rac.rank_confidence=prob"], r"\+rac.rank_confidence: not option\(s\) of rac.formulation=reward.*"
+                                        r"need \+rac.formulation=loss"),
+        (["+rac.rank_cof=1"], r"\+rac.rank_cof: not option"),
+        (["+rac.rank_coef=-1"], "rac.rank_coef: expected a finite number >= 0"),
+        (["+rac.schema=maybe"], "rac.schema: expected true or false"),
+        (["+rac.reward.format_warmup_steps=2.5"], "rac.reward.format_warmup_steps: expected an integer"),
+        (["+rac.corruption.source=generate"], "corruption.source=generate .* not implemented in the verl adapter"),
+        (["+rac.corruption.source=elsewhere"], "rac.corruption.source: expected one of generate, dataset, off"),
+        (["+rac.corruption.fraction=0.5"], "rac.corruption.fraction configure corrupted copies made on the fly"),
+        (["reward.custom_reward_function.path=/my/reward.py", "+rac.reward.format_coef=0.1"],
+         "rac.reward.format_coef configure the default reward function.*set its reward_kwargs"),
+    ],
+)
+def test_a_bad_option_of_the_reward_formulation_fails_at_start_up_naming_it(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _trainer(*overrides)
+
+
+def _info(confidence, correct, key="reward_acc"):
+    return {"reward_extra_info": {"confidence": confidence, key: correct}}
+
+
+def test_a_users_function_without_confidence_fails_loudly_naming_the_key():
+    extras = [{"reward_extra_info": {"acc": 1.0}}, _info(0.5, 0.0)]
+    with pytest.raises(KeyError, match="returned no 'confidence' for 1 of 2 responses"):
+        paper_rows(["a", "a"], [0, 1], extras, [False, False])
+    with pytest.raises(KeyError, match="no 'reward_acc' or 'acc'"):
+        paper_rows(["a", "a"], [0, 1], [{"reward_extra_info": {"confidence": 0.3}}] * 2, [False, False])
+
+
+def test_acc_stands_in_for_reward_acc_and_padding_rows_read_nothing():
+    # a padding row copies a real row's extra info (verl's template): it must not count twice
+    extras = [_info(0.9, 1.0, "acc"), _info(0.2, 0.0, "acc"), _info(0.9, 1.0, "acc")]
+    rows = paper_rows(["a", "a", "pad"], [0, 1, 0], extras, [False, False, True])
+    assert rows.correct.tolist() == [1.0, 0.0, 0.0] and rows.confidence.tolist() == [0.9, 0.2, -1.0]
+    assert rows.valid.tolist() == [True, True, False] and rows.pair is None
+
+
+def test_without_pair_columns_only_the_ranking_bonus_is_added():
+    extras = [_info(0.2, 1.0), _info(0.9, 0.0), _info(0.5, 1.0), _info(0.4, 0.0)]
+    rows = paper_rows(["a", "a", "b", "b"], [0, 1, 0, 1], extras, [False] * 4)
+    scores = torch.zeros(4, 3)
+    lengths = torch.tensor([3, 1, 2, 3])
+    shaped, metrics = shape_scores(scores, lengths, rows, PaperSettings(source="dataset"))
+    want = rac_bonus(rows.confidence, rows.correct, rows.group)
+    assert torch.count_nonzero(shaped) == 2  # group b is ordered right by more than the margin: no bonus
+    torch.testing.assert_close(shaped[torch.arange(4), lengths - 1], want.bonus.float())
+    assert want.corruption.abs().sum() == 0 and metrics["rac/pair/bonus_mean"] == 0.0
+    assert "rac/pair/clean_prompts" not in metrics
+
+
+def test_pair_columns_must_agree_with_each_other():
+    extras = [_info(0.5, 1.0)] * 2
+    with pytest.raises(ValueError, match="corruption_level must be > 0 on rows with is_noisy=true"):
+        paper_rows(["a", "b"], [0, 0], extras, [False] * 2,
+                   {"pair_id": [1, 1], "is_noisy": [False, True], "corruption_level": [0.0, 0.0]})
