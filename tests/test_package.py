@@ -11,11 +11,12 @@ import pytest
 import rac_losses
 
 
-def test_importing_the_package_loads_no_torch():
+def test_importing_the_package_loads_no_torch(tmp_path):
     # a framework hook under rac_losses.integrations is imported in every worker process, before the
-    # framework sets the process up (thread counts): the package itself must not load torch
+    # framework sets the process up (thread counts): the package itself must not load torch.
+    # cwd: not the repository root, whose source folder would shadow the installed package
     code = "import sys, rac_losses, rac_losses.integrations; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -25,9 +26,9 @@ def test_every_public_name_is_its_modules_object(name):
     assert getattr(rac_losses, name) is getattr(module, name)
 
 
-def test_submodules_are_attributes_of_the_package():
+def test_submodules_are_attributes_of_the_package(tmp_path):
     code = "import rac_losses; print(rac_losses.metrics.__name__, rac_losses.rewards.paper_reward.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split() == ["rac_losses.metrics", "paper_reward"], out.stderr
 
 
