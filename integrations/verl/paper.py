@@ -18,7 +18,8 @@ Options: :class:`~rac_losses.integrations.paper_settings.PaperSettings`, with th
   user's own (``reward.custom_reward_function.path`` set) they are refused (set that function's
   ``reward_kwargs`` instead). A user's function must return ``confidence`` and ``reward_acc`` (or ``acc``)
   in its dict for every response.
-- ``schema`` is accepted and not applied yet: put :data:`rac_losses.rewards.RESPONSE_SCHEMA` in the prompts.
+- ``schema`` (true) appends the schema through verl's dataset class (:mod:`.dataset`); a dataset class of
+  the user's own (``data.custom_cls``) then needs ``+rac.schema=false`` and the schema in its prompts.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ run is a ``sync`` run in every code path verl selects by mode.
 Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*``. ``+rac.formulation`` picks:
 
 - ``reward`` (the default, the paper's method; options :mod:`.paper`): the paper's per-sample reward is
-  the default reward function, and each step, after verl's rewards and before its advantage estimator, the
+  the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), and each step, after verl's rewards and before its advantage estimator, the
   ranking and corruption bonuses are added to every response's reward at its last token (``rm_scores``,
   the field verl's advantage step reads). The actor trains with verl's own loss; any estimator works.
 - ``loss`` (this package's differentiable losses; options :mod:`rac_losses.integrations.settings`): at
@@ -35,6 +35,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from rac_losses.integrations.paper_settings import FORMULATIONS, PaperSettings
 from rac_losses.integrations.settings import RACSettings, _flatten
 
+from .dataset import DATASET_CLASS
 from .loss import rac_ppo_loss, without_twins
 from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores
 from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
@@ -137,15 +138,29 @@ def prepare_config(config: DictConfig, settings: RACSettings) -> None:
 
 
 def prepare_reward_config(config: DictConfig, settings: PaperSettings) -> None:
-    """Make the paper's reward (:mod:`.paper_reward`, options ``rac.reward.*``) the reward function unless
-    ``reward.custom_reward_function.path`` names the user's own."""
+    """Adjust verl's config in place for the reward formulation.
+
+    The paper's reward (:mod:`.paper_reward`, options ``rac.reward.*``) becomes the reward function unless
+    ``reward.custom_reward_function.path`` names the user's own; with ``rac.schema`` (the default) the dataset
+    class is :class:`.dataset.RACSchemaDataset`, which appends the response schema to every prompt.
+
+    Raises:
+        ValueError: ``rac.schema`` with a dataset class of the user's own (``data.custom_cls.path``).
+    """
     hook = config.reward.custom_reward_function
-    if hook.get("path") is not None:
-        return
-    options = settings.reward_options() | {"multiple_choice": settings.multiple_choice}
+    dataset = config.data.get("custom_cls") or {}
+    if settings.schema and dataset.get("path") is not None:
+        raise ValueError(
+            f"+rac.schema=true appends the response schema through rac's dataset class, but data.custom_cls.path "
+            f"names your own ({dataset.get('path')}): set +rac.schema=false and append "
+            "rac_losses.rewards.RESPONSE_SCHEMA to your prompts (rac_losses.rewards.with_response_schema)"
+        )
     with open_dict(config):
-        hook.path, hook.name = REWARD_FUNCTION
-        hook.reward_kwargs = options
+        if hook.get("path") is None:
+            hook.path, hook.name = REWARD_FUNCTION
+            hook.reward_kwargs = settings.reward_options() | {"multiple_choice": settings.multiple_choice}
+        if settings.schema:
+            config.data.custom_cls = {"path": DATASET_CLASS[0], "name": DATASET_CLASS[1]}
 
 
 @register_trainer(TRAINER_MODE)
@@ -156,11 +171,6 @@ class RACTrainer(PPOTrainerSync):
         self.rac = settings_from_config(config)
         if self.formulation == "reward":
             prepare_reward_config(config, self.rac)
-            if self.rac.schema:
-                logger.warning(
-                    "rac: the verl adapter does not append the response schema to the prompts yet (+rac.schema): "
-                    "put rac_losses.rewards.RESPONSE_SCHEMA in them; the paper's reward expects it"
-                )
         else:
             prepare_config(config, self.rac)
         super().__init__(config)

@@ -4,8 +4,6 @@ through the real TransferQueue in ``test_transfer_queue.py``)."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -25,9 +23,8 @@ def _trainer(*overrides: str) -> RACTrainer:
     return get_trainer_cls("rac")(hydra_config.compose_ppo("trainer.v1.trainer_mode=rac", *overrides))
 
 
-def test_the_flag_alone_runs_the_papers_method_with_its_reward_and_verls_loss(caplog):
-    with caplog.at_level(logging.WARNING):
-        trainer = _trainer()
+def test_the_flag_alone_runs_the_papers_method_with_its_reward_and_verls_loss():
+    trainer = _trainer()
     assert trainer.formulation == "reward"
     assert trainer.rac == PaperSettings(source="dataset")  # the release's coefficients, pairs from the dataset
     config = trainer.config
@@ -40,7 +37,6 @@ def test_the_flag_alone_runs_the_papers_method_with_its_reward_and_verls_loss(ca
     # no twin agent loop, no entropy: rollouts and the update are verl's own
     assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
     assert config.actor_rollout_ref.actor.calculate_entropy is False
-    assert "does not append the response schema" in caplog.text  # said, not silently skipped
 
 
 def test_rac_reward_options_reach_the_reward_function_verl_loads():
@@ -129,3 +125,46 @@ def test_pair_columns_must_agree_with_each_other():
     with pytest.raises(ValueError, match="corruption_level must be > 0 on rows with is_noisy=true"):
         paper_rows(["a", "b"], [0, 0], extras, [False] * 2,
                    {"pair_id": [1, 1], "is_noisy": [False, True], "corruption_level": [0.0, 0.0]})
+
+
+def _parquet(path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prompts = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+               [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."},
+                {"role": "user", "content": "Another one."}]]
+    table = pa.table({
+        "prompt": prompts, "data_source": ["x", "x"], "reward_model": [{"ground_truth": "4"}, {"ground_truth": "blue"}],
+        "pair_id": [0, 0], "is_noisy": [False, True], "corruption_level": [0.0, 0.4],
+    })
+    pq.write_table(table, path / "train.parquet")
+    return str(path / "train.parquet")
+
+
+def test_the_schema_is_appended_to_every_prompts_last_user_turn_by_verls_dataset(tmp_path):
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from rac_losses.rewards import RESPONSE_SCHEMA
+
+    files = _parquet(tmp_path)
+    trainer = _trainer(f"data.train_files={files}", "data.filter_overlong_prompts=false")
+    assert trainer.config.data.custom_cls.path == "pkg://rac_losses.integrations.verl.dataset"
+    dataset = create_rl_dataset(files, trainer.config.data, tokenizer=None, processor=None)  # as verl builds it
+    first, second = dataset[0], dataset[1]
+    assert first["raw_prompt"] == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?" + RESPONSE_SCHEMA},
+    ]
+    assert [m["content"] for m in second["raw_prompt"]] == ["Name a colour.", "Red.", "Another one." + RESPONSE_SCHEMA]
+    # the pair columns ride along as per-row values (verl puts them into TransferQueue beside the outputs)
+    assert (second["pair_id"], second["is_noisy"], second["corruption_level"]) == (0, True, 0.4)
+
+    plain = _trainer(f"data.train_files={files}", "data.filter_overlong_prompts=false", "+rac.schema=false")
+    assert plain.config.data.custom_cls.path is None
+    assert create_rl_dataset(files, plain.config.data, None, None)[0]["raw_prompt"][-1]["content"] == "What is 2+2?"
+
+
+def test_the_schema_with_the_users_own_dataset_class_is_refused():
+    with pytest.raises(ValueError, match=r"data.custom_cls.path names your own .*set \+rac.schema=false"):
+        _trainer("data.custom_cls.path=/my/data.py", "data.custom_cls.name=Mine")
+    _trainer("data.custom_cls.path=/my/data.py", "data.custom_cls.name=Mine", "+rac.schema=false")
