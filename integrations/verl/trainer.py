@@ -6,7 +6,8 @@ run is a ``sync`` run in every code path verl selects by mode.
 Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*``. ``+rac.formulation`` picks:
 
 - ``reward`` (the default, the paper's method; options :mod:`.paper`): the paper's per-sample reward is
-  the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), and each step, after verl's rewards and before its advantage estimator, the
+  the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), a paired
+  training set is sampled pair by pair (:mod:`.sampler`: a clean prompt and its copies in one batch), and each step, after verl's rewards and before its advantage estimator, the
   ranking and corruption bonuses are added to every response's reward at its last token (``rm_scores``,
   the field verl's advantage step reads). The actor trains with verl's own loss; any estimator works.
 - ``loss`` (this package's differentiable losses; options :mod:`rac_losses.integrations.settings`): at
@@ -29,6 +30,7 @@ import torch
 import transfer_queue as tq
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensordict import TensorDict
+from torchdata.stateful_dataloader import StatefulDataLoader
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.config import omega_conf_to_dataclass
 
@@ -40,6 +42,7 @@ from .loss import rac_ppo_loss, without_twins
 from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores
 from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
 from .rows import partner_fields, rows_from_verl
+from .sampler import PairSampler
 
 __all__ = ["TRAINER_MODE", "RACTrainer", "prepare_config", "prepare_reward_config", "settings_from_config"]
 
@@ -191,6 +194,28 @@ class RACTrainer(PPOTrainerSync):
     @trainer_mode.setter
     def trainer_mode(self, mode: str) -> None:
         """verl's constructor assigns ``config.trainer.v1.trainer_mode`` (``rac``); the mode stays ``sync``."""
+
+    def _init_dataloader(self) -> None:
+        """verl's dataloaders; in the reward formulation with a paired training set (the ``pair_id`` column), the
+        training sampler is :class:`.sampler.PairSampler`, so a clean prompt and its corrupted copies share a batch."""
+        super()._init_dataloader()
+        columns = getattr(getattr(self.train_dataset, "dataframe", None), "column_names", None) or []
+        if self.formulation != "reward" or not self.rac.pairs or PAIR_COLUMNS[0] not in columns:
+            return
+        loader = self.train_dataloader
+        if loader.batch_size != self.config.data.train_batch_size:
+            logger.warning(
+                "rac: prompts are fetched %d at a time (data.gen_batch_size, filter_groups): refilled groups can "
+                "split a clean prompt from its corrupted copy across batches", loader.batch_size,
+            )
+        sampler = PairSampler(
+            list(self.train_dataset.dataframe[PAIR_COLUMNS[0]]), self.config.data.train_batch_size,
+            shuffle=bool(self.config.data.shuffle), seed=int(self.config.data.get("seed") or 0),
+        )
+        self.train_dataloader = StatefulDataLoader(
+            dataset=self.train_dataset, batch_size=loader.batch_size, num_workers=loader.num_workers, drop_last=True,
+            collate_fn=loader.collate_fn, sampler=sampler,
+        )
 
     def _setup(self) -> None:
         super()._setup()

@@ -168,3 +168,57 @@ def test_the_schema_with_the_users_own_dataset_class_is_refused():
     with pytest.raises(ValueError, match=r"data.custom_cls.path names your own .*set \+rac.schema=false"):
         _trainer("data.custom_cls.path=/my/data.py", "data.custom_cls.name=Mine")
     _trainer("data.custom_cls.path=/my/data.py", "data.custom_cls.name=Mine", "+rac.schema=false")
+
+
+def _paired_parquet(path, pairs: int = 8) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [(p, noisy) for p in range(pairs) for noisy in (False, True)]  # as rac-corrupt pairs writes them
+    table = pa.table({
+        "prompt": [[{"role": "user", "content": f"question {p}"}] for p, _ in rows],
+        "data_source": ["x"] * len(rows), "reward_model": [{"ground_truth": "a"}] * len(rows),
+        "pair_id": [p for p, _ in rows], "is_noisy": [n for _, n in rows], "corruption_level": [0.4 * n for _, n in rows],
+    })
+    pq.write_table(table, path / "pairs.parquet")
+    return str(path / "pairs.parquet")
+
+
+def _batches(mode: str, files: str, *overrides: str, steps: int = 12) -> list[list[tuple[int, bool]]]:
+    config = hydra_config.compose_ppo(
+        f"trainer.v1.trainer_mode={mode}", f"data.train_files={files}", f"data.val_files={files}",
+        "data.train_batch_size=4", "data.filter_overlong_prompts=false", "data.dataloader_num_workers=0", *overrides,
+    )
+    trainer = get_trainer_cls(mode)(config)
+    trainer.tokenizer = trainer.processor = None
+    trainer._init_dataloader()
+    out, it = [], iter(trainer.train_dataloader)
+    for _ in range(steps):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(trainer.train_dataloader)
+            batch = next(it)
+        out.append(sorted(zip(batch["pair_id"].tolist(), batch["is_noisy"].tolist())))
+    return out
+
+
+def test_every_clean_prompt_meets_its_corrupted_copy_in_its_batch_over_several_steps(tmp_path):
+    files = _paired_parquet(tmp_path)
+    batches = _batches("rac", files)  # 3 epochs of 4 batches, shuffled
+    for batch in batches:
+        assert batch == sorted((p, noisy) for p in {p for p, _ in batch} for noisy in (False, True))
+    assert len({tuple(b) for b in batches}) > 4  # a fresh order of pairs every epoch
+    # verl's own shuffled sampler splits pairs across batches (what the pair sampler is for)
+    split = [b for b in _batches("sync", files) if len({p for p, _ in b}) != 2]
+    assert split
+
+
+def test_the_pair_sampler_refuses_batches_that_would_split_a_pair():
+    from rac_losses.integrations.verl.sampler import PairSampler
+
+    with pytest.raises(ValueError, match="data.train_batch_size=3 is not a multiple of the pair size"):
+        PairSampler([0, 0, 1, 1], 3)
+    with pytest.raises(ValueError, match="pairs of 1 and 2 rows"):
+        PairSampler([0, 0, -1], 2)
+    assert list(PairSampler([1, 0, 1, 0], 2, shuffle=False)) == [0, 2, 1, 3]
