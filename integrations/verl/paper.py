@@ -33,7 +33,7 @@ import torch
 
 from rac_losses import rac_bonus
 from rac_losses.integrations.paper_settings import PaperSettings, paper_option_names
-from rac_losses.metrics import calibration_summary
+from rac_losses.metrics import auroc, calibration_summary
 
 __all__ = [
     "CONFIDENCE_KEY",
@@ -44,6 +44,7 @@ __all__ = [
     "paper_rows",
     "paper_settings",
     "shape_scores",
+    "validation_metrics",
 ]
 
 #: The default reward function: (``reward.custom_reward_function.path``, ``.name``).
@@ -269,3 +270,45 @@ def shape_scores(
     metrics.update(_calibration("rac/calibration/", rows, valid & ~corrupted))
     metrics.update(_calibration("rac/corrupted/calibration/", rows, valid & corrupted))
     return shaped, metrics
+
+
+def validation_metrics(data_sources: Sequence[str], infos: Mapping[str, Sequence[Any]]) -> dict[str, float]:
+    """The release's calibration metrics of a validation run, per data source and over all of them.
+
+    Args:
+        data_sources: ``n`` data sources (verl's ``data_source`` of each validation response; one per
+            benchmark and corruption level when the files name them so, as the paper evaluates).
+        infos: verl's validation ``reward_extra_infos_dict``: per key, ``n`` values (``None`` where a response
+            lacked the key); read: ``confidence`` and ``acc`` (else a 0/1 ``reward_acc``), ``format_ok``.
+
+    Returns:
+        ``val-rac/{source}/{metric}`` and ``val-rac/all/{metric}``: :func:`~rac_losses.metrics.calibration_summary`
+        (responses with a confidence), ``auroc`` where both outcomes occur, and ``accuracy`` over every
+        response. Empty without ``confidence`` and a 0/1 accuracy.
+    """
+    n = len(data_sources)
+    acc_key = next((k for k in ("acc", "reward_acc") if k in infos and len(infos[k]) == n), None)
+    if acc_key is None or CONFIDENCE_KEY not in infos or len(infos[CONFIDENCE_KEY]) != n:
+        return {}
+    known = [i for i in range(n) if infos[CONFIDENCE_KEY][i] is not None and infos[acc_key][i] is not None]
+    confidence = torch.tensor([float(infos[CONFIDENCE_KEY][i]) for i in known], dtype=torch.float64)
+    acc = torch.tensor([float(infos[acc_key][i]) for i in known], dtype=torch.float64)
+    if not bool(((acc == 0) | (acc == 1)).all()):
+        return {}
+    fmt = infos.get("format_ok")
+    fmt_t = None
+    if fmt is not None and len(fmt) == n and all(fmt[i] is not None for i in known):
+        fmt_t = torch.tensor([float(fmt[i]) for i in known], dtype=torch.float64)
+    sources = np.asarray([str(data_sources[i]) for i in known], dtype=object)
+    out: dict[str, float] = {}
+    for name in [*sorted(set(sources.tolist())), "all"]:
+        rows = torch.from_numpy(np.flatnonzero(sources == name) if name != "all" else np.arange(len(known)))
+        if rows.numel() == 0:
+            continue
+        summary = calibration_summary(confidence[rows], acc[rows], format_ok=None if fmt_t is None else fmt_t[rows])
+        summary["accuracy"] = float(acc[rows].mean())
+        has = rows[confidence[rows] >= 0]
+        if has.numel() and 0 < float(acc[has].sum()) < has.numel():
+            summary["auroc"] = auroc(confidence[has], acc[has])
+        out.update({f"val-rac/{name}/{k}": v for k, v in summary.items()})
+    return out

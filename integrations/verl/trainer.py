@@ -39,7 +39,7 @@ from rac_losses.integrations.settings import RACSettings, _flatten
 
 from .dataset import DATASET_CLASS
 from .loss import rac_ppo_loss, without_twins
-from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores
+from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores, validation_metrics
 from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
 from .rows import partner_fields, rows_from_verl
 from .sampler import PairSampler
@@ -216,6 +216,14 @@ class RACTrainer(PPOTrainerSync):
             dataset=self.train_dataset, batch_size=loader.batch_size, num_workers=loader.num_workers, drop_last=True,
             collate_fn=loader.collate_fn, sampler=sampler,
         )
+
+    def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs) -> dict:
+        """verl's validation metrics; in the reward formulation also the calibration metrics per data source
+        (``val-rac/*``, :func:`.paper.validation_metrics`)."""
+        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs)
+        if self.formulation == "reward":
+            metrics.update(validation_metrics(data_sources, reward_extra_infos_dict))
+        return metrics
 
     def _setup(self) -> None:
         super()._setup()

@@ -222,3 +222,26 @@ def test_the_pair_sampler_refuses_batches_that_would_split_a_pair():
     with pytest.raises(ValueError, match="pairs of 1 and 2 rows"):
         PairSampler([0, 0, -1], 2)
     assert list(PairSampler([1, 0, 1, 0], 2, shuffle=False)) == [0, 2, 1, 3]
+
+
+def test_validation_reports_the_calibration_metrics_per_data_source_beside_verls():
+    from rac_losses.metrics import auroc, calibration_summary
+
+    sources = ["mmmu", "mmmu", "mmmu", "mmmu_T0.4", "mmmu_T0.4", "mmmu_T0.4"]
+    conf = [0.9, 0.2, 0.7, 0.8, -1.0, 0.6]
+    acc = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # mmmu_T0.4: the one correct answer stated no confidence
+    infos = {"reward": [0.5] * 6, "acc": acc, "confidence": conf, "format_ok": [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]}
+    got = _trainer()._val_metrics_update(sources, [f"u{i}" for i in range(6)], infos, [1] * 6)
+    assert "val-core/mmmu/acc/mean@1" in got  # verl's own
+    for name, rows in (("mmmu", [0, 1, 2]), ("mmmu_T0.4", [3, 4, 5]), ("all", range(6))):
+        c, a = (torch.tensor([x[i] for i in rows], dtype=torch.float64) for x in (conf, acc))  # verl's floats
+        want = calibration_summary(c, a, format_ok=torch.tensor([infos["format_ok"][i] for i in rows]))
+        for k, v in want.items():
+            assert got[f"val-rac/{name}/{k}"] == pytest.approx(v), k
+        assert got[f"val-rac/{name}/accuracy"] == pytest.approx(float(a.mean()))
+        keep = c >= 0
+        if 0 < a[keep].sum() < keep.sum():
+            assert got[f"val-rac/{name}/auroc"] == pytest.approx(auroc(c[keep], a[keep]))
+    assert "val-rac/mmmu_T0.4/auroc" not in got  # one outcome among its stated confidences: undefined
+    assert not any(k.startswith("val-rac") for k in _trainer("+rac.formulation=loss")._val_metrics_update(
+        sources, [f"u{i}" for i in range(6)], infos, [1] * 6))
