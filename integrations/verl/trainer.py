@@ -277,8 +277,9 @@ class RACTrainer(PPOTrainerSync):
         if have and len(have) < len(PAIR_COLUMNS):
             missing = sorted(set(PAIR_COLUMNS) - set(have))
             raise ValueError(f"rac: the dataset has {', '.join(have)} but not {', '.join(missing)} (all three, or none)")
-        if not have and self.rac.pairs:
-            logger.warning("rac: no %s columns in this batch: the ranking bonus only", "/".join(PAIR_COLUMNS))
+        if not have and self.rac.pairs and not getattr(self, "_said_no_pairs", False):
+            logger.warning("rac: the batch has no %s columns: the ranking bonus only", "/".join(PAIR_COLUMNS))
+            self._said_no_pairs = True  # once per run, not every step
         rows = paper_rows(
             uid=list(data["uid"]),
             session=list(data["session_id"]),

@@ -234,16 +234,19 @@ def _core_bonuses(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     correct = torch.tensor([i["reward_acc"] for i in info], dtype=torch.float64)
     group = torch.tensor([[p[0] for p in _PROMPTS].index(r["uid"]) for r in real])
     pair = torch.tensor([r["pair_id"] for r in real])
-    level = torch.tensor([r["corruption_level"] for r in real], dtype=torch.float64)
+    level = torch.tensor([r.get("corruption_level", 0.0) for r in real], dtype=torch.float64)
     ranking = ranking_bonus(confidence, correct, group, margin=0.05)
     corruption = corruption_bonus(confidence, correct, group, pair, level, margin=0.05, alpha=0.1)
     index = {(r["uid"], r["session_id"]): i for i, r in enumerate(real)}
     return ranking, corruption, index
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "reinforce_plus_plus"])
-def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfer_queue, estimator):
+@pytest.mark.parametrize(("estimator", "pairs"), [("grpo", True), ("reinforce_plus_plus", True), ("grpo", False)],
+                         ids=["grpo", "reinforce_plus_plus", "grpo-no-pair-columns"])
+def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfer_queue, estimator, pairs):
     keys, rows = _paper_rows()
+    if not pairs:  # an unpaired dataset: no pair columns in TransferQueue, the ranking bonus only
+        rows = [{k: v for k, v in r.items() if k not in ("pair_id", "is_noisy", "corruption_level")} for r in rows]
     tags = [{}] * (len(keys) - 1) + [{"is_padding": True}]
     meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(rows), tags=tags)
     config = hydra_config.compose_ppo("trainer.v1.trainer_mode=rac", f"algorithm.adv_estimator={estimator}",
@@ -254,8 +257,8 @@ def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfe
     trainer._compute_advantage(meta, metrics)
 
     # rewards after shaping = reward + 0.2 * ranking + 0.3 * corruption (the core, same rows), at the last token
-    ranking, corruption, index = _core_bonuses(rows)
-    assert bool((corruption != 0).any()) and bool((ranking != 0).any())
+    ranking, corruption, index = _core_bonuses([dict(r, pair_id=-1) for r in rows] if not pairs else rows)
+    assert bool((corruption != 0).any()) == pairs and bool((ranking != 0).any())
     got = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["rm_scores", "advantages"])
     shaped = []
     for i, row in enumerate(rows):
@@ -267,8 +270,11 @@ def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfe
         shaped.append(got["rm_scores"][i])
     info = {(r["uid"], r["session_id"]): r["extra_fields"]["reward_extra_info"] for r in rows}
     counted = [k for k in range(_ROLLOUTS) if info[("clean", k)]["reward_acc"] > 0.5]  # the release counts these
-    assert metrics["rac/pair/count"] == len(counted) > 0
-    assert metrics["rac/pair/clean_prompts"] == 2 and metrics["rac/pair/corrupted_prompts"] == 1
+    if pairs:
+        assert metrics["rac/pair/count"] == len(counted) > 0
+        assert metrics["rac/pair/clean_prompts"] == 2 and metrics["rac/pair/corrupted_prompts"] == 1
+    else:
+        assert metrics["rac/pair/count"] == 0 and "rac/pair/clean_prompts" not in metrics
     assert "rac/calibration/ece" in metrics and "rac/calibration/rank_violation_rate" in metrics
 
     # advantages = verl's own sync trainer's on the shaped rewards (same rows under other keys)
