@@ -7,9 +7,11 @@ Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*``. ``+r
 
 - ``reward`` (the default, the paper's method; options :mod:`.paper`): the paper's per-sample reward is
   the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), a paired
-  training set is sampled pair by pair (:mod:`.sampler`: a clean prompt and its copies in one batch), and each step, after verl's rewards and before its advantage estimator, the
-  ranking and corruption bonuses are added to every response's reward at its last token (``rm_scores``,
-  the field verl's advantage step reads). The actor trains with verl's own loss; any estimator works.
+  training set is sampled pair by pair (:mod:`.sampler`: a clean prompt and its copies in one batch), and
+  each step, after verl's rewards and before its advantage estimator, the ranking and corruption bonuses
+  are added to every response's reward at its last token (``rm_scores``, the field verl's advantage step
+  reads). The actor trains with verl's own loss; any estimator works. Validation adds the calibration
+  metrics per data source.
 - ``loss`` (this package's differentiable losses; options :mod:`rac_losses.integrations.settings`): at
   construction it asks verl for per-token entropy when a ``neg_entropy`` confidence is used and routes
   rollouts through the twin agent loop (``rac_single_turn``) when corrupted twins are wanted. Each step,
@@ -59,11 +61,11 @@ def settings_from_config(config: DictConfig) -> RACSettings | PaperSettings:
 
     Raises:
         ValueError: an unknown formulation; an unknown or invalid ``rac`` option (named); in the reward
-            formulation, see :func:`.paper.paper_settings`; in the loss formulation: a confidence verl cannot provide
-            (``topk``); ``refresh_partners`` (not implemented here); rollout-correction ``bypass_mode`` (it skips the per-row log-prob recomputation RAC
-            reads); ``loss_agg_mode=token-sum`` with a RAC term on; or, with twins, an advantage estimator
-            other than ``grpo``, a ``seq-mean-*`` loss aggregation, or rollout importance weights / rejection
-            sampling (see the messages).
+            formulation, see :func:`.paper.paper_settings`; in the loss formulation: a confidence verl cannot
+            provide (``topk``); ``refresh_partners`` (not implemented here); rollout-correction
+            ``bypass_mode`` (it skips the per-row log-prob recomputation RAC reads); ``loss_agg_mode=token-sum``
+            with a RAC term on; or, with twins, an advantage estimator other than ``grpo``, a ``seq-mean-*``
+            loss aggregation, or rollout importance weights / rejection sampling (see the messages).
     """
     node = config.get("rac")
     options: Any = _flatten(OmegaConf.to_container(node, resolve=True) if node is not None else {}, "")
@@ -220,7 +222,9 @@ class RACTrainer(PPOTrainerSync):
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs) -> dict:
         """verl's validation metrics; in the reward formulation also the calibration metrics per data source
         (``val-rac/*``, :func:`.paper.validation_metrics`)."""
-        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs)
+        metrics = super()._val_metrics_update(
+            data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs
+        )
         if self.formulation == "reward":
             metrics.update(validation_metrics(data_sources, reward_extra_infos_dict))
         return metrics
@@ -276,7 +280,9 @@ class RACTrainer(PPOTrainerSync):
         have = [c for c in PAIR_COLUMNS if c in data.keys()]
         if have and len(have) < len(PAIR_COLUMNS):
             missing = sorted(set(PAIR_COLUMNS) - set(have))
-            raise ValueError(f"rac: the dataset has {', '.join(have)} but not {', '.join(missing)} (all three, or none)")
+            raise ValueError(
+                f"rac: the dataset has {', '.join(have)} but not {', '.join(missing)} (all three, or none)"
+            )
         if not have and self.rac.pairs and not getattr(self, "_said_no_pairs", False):
             logger.warning("rac: the batch has no %s columns: the ranking bonus only", "/".join(PAIR_COLUMNS))
             self._said_no_pairs = True  # once per run, not every step
@@ -291,7 +297,7 @@ class RACTrainer(PPOTrainerSync):
         lengths = scores.offsets().diff()
         shaped, rac_metrics = shape_scores(scores.to_padded_tensor(0.0), lengths, rows, self.rac)
         metrics.update(rac_metrics)
-        nested = torch.nested.as_nested_tensor([shaped[i, : lengths[i]] for i in range(len(batch))], layout=torch.jagged)
-        tq.kv_batch_put(
-            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict({"rm_scores": nested}, batch_size=len(batch))
-        )
+        rows_scores = [shaped[i, : lengths[i]] for i in range(len(batch))]
+        nested = torch.nested.as_nested_tensor(rows_scores, layout=torch.jagged)  # as verl writes rm_scores
+        fields = TensorDict({"rm_scores": nested}, batch_size=len(batch))
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
