@@ -221,18 +221,21 @@ def _paper_rows(seed: int = 0) -> tuple[list[str], list[dict]]:
             ))
     order = torch.randperm(len(keys), generator=g).tolist()
     keys, rows = [keys[i] for i in order], [rows[i] for i in order]
-    pad = dict(rows[0], uid="pad0", session_id=0, rm_scores=torch.zeros(1), response_mask=torch.zeros(1, dtype=torch.long),
-               loss_mask=torch.zeros(1, dtype=torch.long), old_log_probs=torch.zeros(1))
+    empty = torch.zeros(1, dtype=torch.long)
+    pad = dict(rows[0], uid="pad0", session_id=0, rm_scores=torch.zeros(1), response_mask=empty, loss_mask=empty,
+               old_log_probs=torch.zeros(1))
     return keys + ["pad0_0_0"], rows + [pad]
 
 
-def _core_bonuses(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ranking, corruption)`` bonuses of the real rows from the core, rows sorted by (prompt, session)."""
-    real = sorted((r for r in rows if r["uid"] != "pad0"), key=lambda r: ([p[0] for p in _PROMPTS].index(r["uid"]), r["session_id"]))
+def _core_bonuses(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``(ranking, corruption, index)``: the core's bonuses of the real rows sorted by (prompt, session), and
+    each ``(uid, session_id)``'s position among them."""
+    prompt = [p[0] for p in _PROMPTS]
+    real = sorted((r for r in rows if r["uid"] != "pad0"), key=lambda r: (prompt.index(r["uid"]), r["session_id"]))
     info = [r["extra_fields"]["reward_extra_info"] for r in real]
     confidence = torch.tensor([i["confidence"] for i in info], dtype=torch.float64)
     correct = torch.tensor([i["reward_acc"] for i in info], dtype=torch.float64)
-    group = torch.tensor([[p[0] for p in _PROMPTS].index(r["uid"]) for r in real])
+    group = torch.tensor([prompt.index(r["uid"]) for r in real])
     pair = torch.tensor([r["pair_id"] for r in real])
     level = torch.tensor([r.get("corruption_level", 0.0) for r in real], dtype=torch.float64)
     ranking = ranking_bonus(confidence, correct, group, margin=0.05)
