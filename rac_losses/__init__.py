@@ -23,7 +23,18 @@ Calibration metrics (with the release's :func:`~rac_losses.metrics.calibration_s
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# A source checkout keeps integrations/ and corruption/ beside this folder; an installed package holds them
+# as rac_losses.integrations and rac_losses.corruption (pyproject's package-dir). A process that imports
+# the checkout itself (one started in the repository root: Ray also puts the driver's working directory on
+# every worker's sys.path) finds them the same way.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(__path__[0], "integrations")) and all(
+    os.path.isfile(os.path.join(_CHECKOUT, sub, "__init__.py")) for sub in ("integrations", "corruption")
+):
+    __path__.append(_CHECKOUT)
 
 #: public name -> the module that defines it. Importing ``rac_losses`` loads none of them (nor torch): a
 #: framework hook under ``rac_losses.integrations`` can be imported in every worker process at no cost,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,16 @@ def test_all_and_the_lazy_table_agree_and_unknown_names_raise():
         rac_losses.rank_loss  # noqa: B018
     with pytest.raises(ImportError):
         exec("from rac_losses import rank_loss", {})
+
+
+def test_the_source_checkout_imports_like_the_installed_package():
+    # a process started in the repository root imports the checkout (Ray puts the driver's working directory
+    # on every worker's sys.path): its integrations/ and corruption/ must resolve as in the installed package
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, rac_losses, rac_losses.integrations.import_patch, rac_losses.corruption.presets; "
+        "print(rac_losses.integrations.__file__); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    where, torch_loaded = out.stdout.split()
+    assert Path(where).resolve().parent.name == "integrations" and torch_loaded == "False", out.stderr
