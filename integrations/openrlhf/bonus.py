@@ -26,6 +26,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from rac_losses import rac_bonus
@@ -53,6 +54,18 @@ def _column(experiences: list, key: str) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in parts]).double()
 
 
+def _decimal(values: torch.Tensor) -> torch.Tensor:
+    """float32 values back as float64 decimals: each the shortest decimal float32 rounds to it.
+
+    OpenRLHF stores every ``extra_logs`` value as float32, and a stated ``0.3`` comes back as 0.30000001: on
+    the far side of the release's right-closed ECE bin edge. Read back this way it is 0.3 again (as the
+    release, which never leaves float64, has it); values finer than float32 keep float32's precision.
+    """
+    return torch.tensor(
+        [float(np.format_float_positional(np.float32(v), unique=True)) for v in values.tolist()], dtype=torch.float64
+    )
+
+
 def rollout_rows(experiences: list, n: int) -> dict[str, torch.Tensor]:
     """The rollout batch's per-sample inputs of :func:`rac_losses.rac_bonus`, in the experiences' order.
 
@@ -64,7 +77,7 @@ def rollout_rows(experiences: list, n: int) -> dict[str, torch.Tensor]:
         raise ValueError(f"rac: {len(labels)} labels for {index.numel()} samples")
     return {
         "index": index,
-        "confidence": _column(experiences, "confidence"),
+        "confidence": _decimal(_column(experiences, "confidence")),
         "correct": _column(experiences, "reward_acc"),
         "group": index // n,
         "pair": torch.tensor([int(getattr(lab, "pair", -1)) for lab in labels], dtype=torch.long),

@@ -168,3 +168,28 @@ def test_a_reward_function_without_confidences_fails_loudly():
         del e.info["reward_acc"]
     with pytest.raises(KeyError, match="reward_acc"):
         with_rac_bonus(RemoteExperienceMaker.compute_advantages_and_returns, PaperSettings())(_maker("rloo"), experiences)
+
+
+def test_stated_decimals_keep_the_releases_ece_bins_through_openrlhfs_float32():
+    # OpenRLHF keeps extra_logs as float32: a stated 0.3 arrives as 0.30000001, the far side of the release's
+    # right-closed bin edge at 0.3; the adapter reads it back as 0.3 (before: another ECE than the release's)
+    from openrlhf.trainer.ppo_trainer import BasePPOTrainer
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    facts = _rollout(3)
+    b = len(facts["confidence"])
+    facts["confidence"] = torch.tensor([(1 + i % 9) / 10 for i in range(b)], dtype=torch.float64)  # 0.1 ... 0.9
+    facts["level"] = torch.zeros(b, dtype=torch.float64)  # every row clean: one summary over all
+    maker = _maker("group_norm")
+    experiences = with_rac_bonus(RemoteExperienceMaker.compute_advantages_and_returns, PaperSettings())(
+        maker, _experiences(facts, list(range(b)))
+    )
+    for e in experiences:
+        e.info["reward"] = facts["reward"][e.index].float()
+        e.response_length, e.truncated = torch.ones(len(e.index)), torch.zeros(len(e.index), dtype=torch.bool)
+    stats = with_rac_metrics(BasePPOTrainer._compute_rollout_stats)(NS(experience_maker=maker), experiences)
+    args = dict(group=facts["group"], format_ok=facts["format_ok"])
+    release = calibration_summary(facts["confidence"], facts["acc"], **args)["ece"]
+    rounded = calibration_summary(facts["confidence"].float().double(), facts["acc"], **args)["ece"]
+    assert rounded != pytest.approx(release)  # the bins do move in float32
+    assert stats["rac/calibration/ece"] == pytest.approx(release, abs=1e-12)
