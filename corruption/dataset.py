@@ -31,7 +31,7 @@ from PIL import Image
 from ._api import corrupt
 from .policy import CorruptionPolicy
 
-__all__ = ["DatasetError", "DatasetJob", "corrupt_dataset", "resolve_workers"]
+__all__ = ["DatasetError", "DatasetJob", "corrupt_dataset", "decode_image", "resolve_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,21 @@ class DatasetJob:
         return [(n, s, self.seed) for n in self.names for s in self.severities]
 
 
-def _decode(data: object, row: int, column: str, k: int | None) -> Image.Image:
-    where = f"row {row}, column {column!r}" + (f", image {k}" if k is not None else "")
-    if not isinstance(data, (bytes, bytearray)):
-        raise DatasetError(f"{where}: expected image bytes, got {type(data).__name__}")
+def decode_image(data: bytes, where: str) -> Image.Image:
+    """Decode image bytes, raising :class:`DatasetError` that names ``where`` (file, row, column) on failure."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as e:  # noqa: BLE001 - any decoder failure is reported with its location
         raise DatasetError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from None
     return img
+
+
+def _decode(data: object, row: int, column: str, k: int | None) -> Image.Image:
+    where = f"row {row}, column {column!r}" + (f", image {k}" if k is not None else "")
+    if not isinstance(data, (bytes, bytearray)):
+        raise DatasetError(f"{where}: expected image bytes, got {type(data).__name__}")
+    return decode_image(data, where)
 
 
 def _encode(img: Image.Image, source_format: str | None) -> bytes:

@@ -59,7 +59,7 @@ from PIL import Image
 from ._api import corrupt, check_severity
 from ._registry import corruption_level, get, severity_for_level
 from ._seeding import check_seed, derive_seed
-from .dataset import DatasetError, _PNG_MODES, _init_worker, resolve_workers
+from .dataset import _PNG_MODES, DatasetError, _init_worker, decode_image, resolve_workers
 from .policy import CorruptionPolicy
 from .presets import PAPER_MIX, resolve_names
 
@@ -299,15 +299,6 @@ class _RowJob:
     image_dir: str | None  # for paths / messages layouts
 
 
-def _decode(data: bytes, where: str) -> Image.Image:
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:  # noqa: BLE001 - any decoder failure is reported with its location
-        raise DatasetError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from None
-    return img
-
-
 def _encode(img: Image.Image, source_format: str | None) -> tuple[bytes, str]:
     """Losslessly encoded bytes and their file extension (PNG where PNG holds the mode)."""
     buf = io.BytesIO()
@@ -339,7 +330,7 @@ def _corrupt_row(task: tuple[int, dict[str, Any], _RowJob]) -> tuple[int, dict[s
     col = layout.columns[0]
 
     def corrupted(data: bytes, where: str) -> tuple[bytes, str]:
-        img = _decode(data, where)
+        img = decode_image(data, where)
         return _encode(corrupt(img, name, severity, seed=seed), img.format)
 
     if layout.kind == "bytes":

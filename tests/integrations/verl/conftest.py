@@ -23,3 +23,20 @@ def tiny_vl_path(tmp_path_factory):
     import tiny_vl
 
     return tiny_vl.save(tmp_path_factory.mktemp("tinyqwenvl"))
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_vl_path):
+    """The tiny checkpoint as a plain transformers model (the reference forward), float32, eager attention."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vl_path, attn_implementation="eager").float()
+
+
+@pytest.fixture(scope="module")
+def frozen_worker(tiny_vl_path):
+    """verl's training engine on the tiny checkpoint with lr = 0: parameters never move, so every test sees
+    the checkpoint's weights and gradients compare."""
+    import vl_batch
+
+    return vl_batch.make_worker(tiny_vl_path, lr=0.0)

@@ -12,7 +12,6 @@ from functools import partial
 
 import pytest
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
 from verl.workers.utils.losses import ppo_loss
 
 import vl_batch
@@ -22,17 +21,6 @@ from rac_losses.integrations.verl.loss import rac_ppo_loss, without_twins
 from rac_losses.integrations.verl.rows import partner_fields, rows_from_verl
 
 SETTINGS = RACSettings.from_options({"rank_coef": 0.7, "pair_coef": 0.5, "pair_margin": 0.05})
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_vl_path):
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vl_path, attn_implementation="eager").float()
-
-
-@pytest.fixture(scope="module")
-def frozen_worker(tiny_vl_path):
-    """lr = 0: parameters never move, so every test sees the checkpoint's weights and the gradients compare."""
-    return vl_batch.make_worker(tiny_vl_path, lr=0.0)
 
 
 @pytest.fixture(scope="module")

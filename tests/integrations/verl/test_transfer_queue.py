@@ -18,7 +18,6 @@ import ray
 import torch
 import transfer_queue as tq
 from omegaconf import OmegaConf
-from transformers import Qwen2_5_VLForConditionalGeneration
 from verl.trainer.ppo.v1 import get_trainer_cls, trainer_base
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
@@ -43,16 +42,6 @@ def transfer_queue():
     yield tq
     tq.close()
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_vl_path):
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vl_path, attn_implementation="eager").float()
-
-
-@pytest.fixture(scope="module")
-def frozen_worker(tiny_vl_path):
-    return vl_batch.make_worker(tiny_vl_path, lr=0.0)
 
 
 def _store(batch: vl_batch.Batch, old: torch.Tensor, entropy: torch.Tensor) -> tuple[list[str], list[dict]]:
