@@ -64,7 +64,7 @@ from .policy import CorruptionPolicy
 from .presets import PAPER_MIX, resolve_names
 
 __all__ = [
-    "ImageLayout", "detect_layout", "build_pairs", "build_testsets", "parse_mix", "mix_counts", "level_tag", "image_key",
+    "ImageLayout", "detect_layout", "column_layout", "row_images", "row_image_count", "build_pairs", "build_testsets", "parse_mix", "mix_counts", "level_tag", "image_key",
     "PAIR_FIELDS", "TEST_FIELDS", "MANIFEST", "MESSAGE_COLUMNS",
 ]
 
@@ -177,14 +177,35 @@ def detect_layout(src: str | os.PathLike, image_column: str | None = None, image
     if image_column not in names:
         raise DatasetError(f"{src}: column {image_column!r} not found; columns: {', '.join(names)}")
     t = schema.field(image_column).type
+    json_messages = (pa.types.is_string(t) or pa.types.is_large_string(t)) and _looks_like_messages(pf, image_column)
+    return column_layout(schema, image_column, root, json_messages=json_messages, where=src)
+
+
+def column_layout(schema: pa.Schema, column: str, image_root: str, *, json_messages: bool = False,
+                  where: str = "dataset") -> ImageLayout:
+    """The layout of a dataset whose images are in ``column`` (by its arrow type).
+
+    Args:
+        schema: the dataset's arrow schema (a parquet file's, or a ``datasets.Dataset``'s).
+        column: a column of image bytes (or ``{"bytes": ...}`` structs, or lists of them), image paths, or chat
+            messages (lists of ``{"content": ...}`` structs; JSON text when ``json_messages``).
+        image_root: folder that relative image paths are resolved against.
+        where: the dataset's name in error messages.
+
+    Raises:
+        DatasetError: ``column`` is missing, or of a type that holds no images.
+    """
+    if column not in schema.names:
+        raise DatasetError(f"{where}: column {column!r} not found; columns: {', '.join(schema.names)}")
+    t = schema.field(column).type
     if _is_bytes_type(t):
-        return ImageLayout("bytes", (image_column,), root)
-    if _is_message_type(t) or ((pa.types.is_string(t) or pa.types.is_large_string(t)) and _looks_like_messages(pf, image_column)):
-        return ImageLayout("messages", (image_column,), root)
+        return ImageLayout("bytes", (column,), image_root)
+    if _is_message_type(t) or json_messages:
+        return ImageLayout("messages", (column,), image_root)
     if _is_text_type(t):
-        return ImageLayout("paths", (image_column,), root)
+        return ImageLayout("paths", (column,), image_root)
     raise DatasetError(
-        f"{src}: column {image_column!r} of type {t} holds no images (expected bytes, {{'bytes': ...}} structs, "
+        f"{where}: column {column!r} of type {t} holds no images (expected bytes, {{'bytes': ...}} structs, "
         "paths or chat messages, or lists of them)"
     )
 
@@ -276,6 +297,18 @@ def row_images(layout: ImageLayout, cells: dict[str, Any], src: str, row: int) -
     if layout.kind == "bytes":
         return _bytes_items(cells[col], _where(src, row, col), layout.image_root)
     return [_read_uri(u, layout.image_root, _where(src, row, c)) for u, c in _uris(layout, cells, src, row).items()]
+
+
+def row_image_count(layout: ImageLayout, cells: dict[str, Any], src: str, row: int) -> int:
+    """How many images :func:`row_images` would return for the row, without reading any image file.
+
+    Raises:
+        DatasetError: a cell of the wrong kind (file, row and column named).
+    """
+    if layout.kind == "bytes":
+        cell = cells[layout.columns[0]]
+        return 0 if cell is None else len(cell) if isinstance(cell, list) else 1
+    return len(_uris(layout, cells, src, row))
 
 
 def image_key(images: Sequence[bytes]) -> str:

@@ -8,12 +8,13 @@ trainer moves them to and from TransferQueue); it imports nothing of verl's.
 
 Options: :class:`~rac_losses.integrations.paper_settings.PaperSettings`, with these differences in verl:
 
-- ``corruption.source`` is ``dataset`` by default: the pairs are a paired dataset's rows, columns
-  ``pair_id`` (shared by a clean row and its corrupted copy; negative: no pair), ``is_noisy`` and
-  ``corruption_level`` (``severity / 5``), as ``rac-corrupt pairs`` writes them. verl hands every dataset
-  column to TransferQueue as a per-row field; a batch whose rows lack them gets the ranking bonus only.
-  ``generate`` (corrupted copies made on the fly) is not implemented here, nor are its knobs
-  (``corruption.fraction``, ``names``, ``severities``, ``weights``, ``seed``): both are refused.
+- ``corruption.source``: ``generate`` (the default) puts a corrupted copy after each selected image prompt
+  of the training set (:mod:`.copies`; ``corruption.fraction``, ``names``, ``severities``, ``weights``,
+  ``seed``); ``dataset`` reads a paired dataset's rows, columns ``pair_id`` (shared by a clean row and its
+  corrupted copy; negative: no pair), ``is_noisy`` and ``corruption_level`` (``severity / 5``), as
+  ``rac-corrupt pairs`` writes them. Either way the rows of a pair are sampled into one batch
+  (:mod:`.sampler`) and verl hands the pair columns to TransferQueue as per-row fields; a batch whose rows
+  lack them gets the ranking bonus only. Validation sets are never given copies.
 - ``reward.*`` go to the default reward function as its ``reward_kwargs``; with a reward function of the
   user's own (``reward.custom_reward_function.path`` set) they are refused (set that function's
   ``reward_kwargs`` instead). A user's function must return ``confidence`` and ``reward_acc`` (or ``acc``)
@@ -38,11 +39,13 @@ from rac_losses.metrics import auroc, calibration_summary
 __all__ = [
     "CONFIDENCE_KEY",
     "CORRECT_KEYS",
+    "LEVEL_KEY",
     "PAIR_COLUMNS",
     "REWARD_FUNCTION",
     "PaperRows",
     "paper_rows",
     "paper_settings",
+    "level_name",
     "shape_scores",
     "validation_metrics",
 ]
@@ -54,9 +57,8 @@ PAIR_COLUMNS = ("pair_id", "is_noisy", "corruption_level")
 #: ``reward_extra_info`` keys: the stated confidence, and the accuracy the bonuses compare (in order).
 CONFIDENCE_KEY = "confidence"
 CORRECT_KEYS = ("reward_acc", "acc")
-
-_GENERATION_OPTIONS = tuple(f"corruption.{k}" for k in ("fraction", "names", "severities", "weights", "seed"))
-
+#: The ``extra_info`` and ``reward_extra_info`` key of a validation row's corruption level.
+LEVEL_KEY = "corruption_level"
 
 def paper_settings(options: Mapping[str, Any], *, own_reward_function: bool) -> PaperSettings:
     """The run's :class:`PaperSettings` from the flat dotted ``rac`` options (``formulation`` removed).
@@ -67,27 +69,14 @@ def paper_settings(options: Mapping[str, Any], *, own_reward_function: bool) -> 
 
     Raises:
         ValueError: an option the reward formulation does not take (named, with the valid ones), a bad value
-            (named), ``corruption.source=generate`` or a generation knob, ``reward.*`` with the user's own
-            reward function.
+            (named), ``reward.*`` with the user's own reward function.
     """
     names = paper_option_names()
     unknown = sorted(set(options) - set(names))
     if unknown:
-        here = [n for n in names if n not in _GENERATION_OPTIONS]
         raise ValueError(
             f"+rac.{', +rac.'.join(unknown)}: not option(s) of rac.formulation=reward (the default); options of the "
-            f"loss formulation need +rac.formulation=loss. The reward formulation's options in verl: {', '.join(here)}"
-        )
-    if str(options.get("corruption.source", "dataset")) == "generate":
-        raise ValueError(
-            "rac.corruption.source=generate (corrupted copies made on the fly) is not implemented in the verl "
-            "adapter: build a paired dataset with `rac-corrupt pairs` (source=dataset, verl's default) or set off"
-        )
-    generation = sorted(set(options) & set(_GENERATION_OPTIONS))
-    if generation:
-        raise ValueError(
-            f"rac.{', rac.'.join(generation)} configure corrupted copies made on the fly, which the verl adapter "
-            "does not make: the pairs come from the dataset (`rac-corrupt pairs` takes these choices); remove them"
+            f"loss formulation need +rac.formulation=loss. The reward formulation's options: {', '.join(names)}"
         )
     reward = sorted(k for k in options if k.startswith("reward."))
     if reward and own_reward_function:
@@ -95,7 +84,7 @@ def paper_settings(options: Mapping[str, Any], *, own_reward_function: bool) -> 
             f"rac.{', rac.'.join(reward)} configure the default reward function, but "
             "reward.custom_reward_function.path names your own: set its reward_kwargs instead"
         )
-    return PaperSettings.from_options({"corruption.source": "dataset", **options})
+    return PaperSettings.from_options(options)
 
 
 @dataclass(frozen=True)
@@ -272,19 +261,29 @@ def shape_scores(
     return shaped, metrics
 
 
+def level_name(level: float) -> str:
+    """``0 -> "clean"``, ``0.4 -> "T0.4"``: a corruption level as the paper's test-set files label it."""
+    if level <= 0:
+        return "clean"
+    return f"T{level:.1f}" if round(level, 1) == level else f"T{level:g}"
+
+
 def validation_metrics(data_sources: Sequence[str], infos: Mapping[str, Sequence[Any]]) -> dict[str, float]:
-    """The release's calibration metrics of a validation run, per data source and over all of them.
+    """The release's calibration metrics of a validation run, per data source, per corruption level and overall.
 
     Args:
-        data_sources: ``n`` data sources (verl's ``data_source`` of each validation response; one per
-            benchmark and corruption level when the files name them so, as the paper evaluates).
+        data_sources: ``n`` data sources (verl's ``data_source`` of each validation response).
         infos: verl's validation ``reward_extra_infos_dict``: per key, ``n`` values (``None`` where a response
-            lacked the key); read: ``confidence`` and ``acc`` (else a 0/1 ``reward_acc``), ``format_ok``.
+            lacked the key); read: ``confidence`` and ``acc`` (else a 0/1 ``reward_acc``), ``format_ok``, and
+            ``corruption_level`` (the row's, which the trainer puts into ``extra_info`` and the default reward
+            function returns; ``None`` or absent: clean).
 
     Returns:
-        ``val-rac/{source}/{metric}`` and ``val-rac/all/{metric}``: :func:`~rac_losses.metrics.calibration_summary`
+        For each group of responses, ``val-rac/{group}/{metric}``: :func:`~rac_losses.metrics.calibration_summary`
         (responses with a confidence), ``auroc`` where both outcomes occur, and ``accuracy`` over every
-        response. Empty without ``confidence`` and a 0/1 accuracy.
+        response. Groups: each data source, ``all``, and when any response is corrupted, each
+        ``{source}@{level}`` and ``all@{level}`` (levels named by :func:`level_name`: ``clean``, ``T0.2``, ...).
+        Empty without ``confidence`` and a 0/1 accuracy.
     """
     n = len(data_sources)
     acc_key = next((k for k in ("acc", "reward_acc") if k in infos and len(infos[k]) == n), None)
@@ -300,9 +299,18 @@ def validation_metrics(data_sources: Sequence[str], infos: Mapping[str, Sequence
     if fmt is not None and len(fmt) == n and all(fmt[i] is not None for i in known):
         fmt_t = torch.tensor([float(fmt[i]) for i in known], dtype=torch.float64)
     sources = np.asarray([str(data_sources[i]) for i in known], dtype=object)
+    groups = {name: np.flatnonzero(sources == name) for name in sorted(set(sources.tolist()))}
+    groups["all"] = np.arange(len(known))
+    stated = infos.get(LEVEL_KEY)
+    if stated is not None and len(stated) == n:
+        levels = np.asarray([level_name(float(stated[i] or 0.0)) for i in known], dtype=object)
+        if bool((levels != "clean").any()):
+            for name, rows in list(groups.items()):
+                for level in sorted(set(levels[rows].tolist())):
+                    groups[f"{name}@{level}"] = rows[levels[rows] == level]
     out: dict[str, float] = {}
-    for name in [*sorted(set(sources.tolist())), "all"]:
-        rows = torch.from_numpy(np.flatnonzero(sources == name) if name != "all" else np.arange(len(known)))
+    for name, index in groups.items():
+        rows = torch.from_numpy(index)
         if rows.numel() == 0:
             continue
         summary = calibration_summary(confidence[rows], acc[rows], format_ok=None if fmt_t is None else fmt_t[rows])

@@ -6,9 +6,10 @@ Use it as ``reward.custom_reward_function.path=pkg://rac_losses.integrations.ver
 ``format_warmup_start``, ``tail_penalty_coef``, ``multiple_choice``; defaults: the release's).
 
 Per row, from its ``extra_info`` (the dataset's, as verl's reward loop hands it on): ``is_multiple_choice``
-(else the ``multiple_choice`` option), ``choices`` (the options, for answers given as option text) and
-``global_steps`` (the training step of the format warm-up, the key the release reads; without it the
-penalty is ``format_coef`` from the start).
+(else the ``multiple_choice`` option), ``choices`` (the options, for answers given as option text),
+``global_steps`` (the training step of the format warm-up, the key the release reads; the ``rac`` trainer
+puts it there; without it the penalty is ``format_coef`` from the start) and ``corruption_level`` (a
+validation row's, put there by the ``rac`` trainer; returned as is, so that validation reports per level).
 
 The returned dict becomes the row's ``reward_extra_info`` in verl: ``score`` is what verl trains on,
 ``reward_acc`` what the ranking and corruption bonuses compare, ``confidence`` what they compare it with
@@ -34,7 +35,8 @@ def compute_score(
 
     Returns:
         ``{"score", "score_raw", "acc", "reward_acc", "confidence", "format_ok"}``, all floats
-        (``format_ok`` 0 or 1, ``confidence`` -1 when missing).
+        (``format_ok`` 0 or 1, ``confidence`` -1 when missing), and ``corruption_level`` when ``extra_info``
+        has one.
 
     Raises:
         TypeError: an unknown option in ``reward_kwargs`` (naming it), or a value :func:`paper_reward`
@@ -55,7 +57,7 @@ def compute_score(
         solution_str, str(ground_truth), is_multiple_choice=bool(multiple_choice), choices=info.get("choices"),
         step=None if step is None else int(step), **options,
     )
-    return {
+    out = {
         "score": result.score,
         "score_raw": result.score_raw,
         "acc": result.acc,
@@ -63,3 +65,6 @@ def compute_score(
         "confidence": MISSING_CONFIDENCE if result.confidence is None else result.confidence,
         "format_ok": float(result.format_ok),
     }
+    if info.get("corruption_level") is not None:
+        out["corruption_level"] = float(info["corruption_level"])
+    return out

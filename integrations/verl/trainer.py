@@ -39,9 +39,10 @@ from verl.utils.config import omega_conf_to_dataclass
 from rac_losses.integrations.paper_settings import FORMULATIONS, PaperSettings
 from rac_losses.integrations.settings import RACSettings, _flatten
 
+from .copies import CorruptedCopies
 from .dataset import DATASET_CLASS
 from .loss import rac_ppo_loss, without_twins
-from .paper import PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores, validation_metrics
+from .paper import LEVEL_KEY, PAIR_COLUMNS, REWARD_FUNCTION, paper_rows, paper_settings, shape_scores, validation_metrics
 from .plugin import AGENT_LOOP_NAME, TRAINER_MODE
 from .rows import partner_fields, rows_from_verl
 from .sampler import PairSampler
@@ -168,6 +169,26 @@ def prepare_reward_config(config: DictConfig, settings: PaperSettings) -> None:
             config.data.custom_cls = {"path": DATASET_CLASS[0], "name": DATASET_CLASS[1]}
 
 
+class _WithLevels:
+    """verl's validation dataloader whose rows carry their ``corruption_level`` in ``extra_info`` (0 where the
+    column is null), where the reward function sees it (the default one returns it: per-level metrics)."""
+
+    def __init__(self, loader: StatefulDataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            infos, levels = batch.get("extra_info"), batch[LEVEL_KEY]
+            infos = [None] * len(levels) if infos is None else infos
+            batch["extra_info"] = np.array(
+                [{**(info or {}), LEVEL_KEY: float(level or 0.0)} for info, level in zip(infos, levels)], dtype=object
+            )
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
 @register_trainer(TRAINER_MODE)
 class RACTrainer(PPOTrainerSync):
     """verl's ``sync`` trainer with the paper's reward bonuses, or the RAC loss function and partner tables."""
@@ -198,26 +219,80 @@ class RACTrainer(PPOTrainerSync):
         """verl's constructor assigns ``config.trainer.v1.trainer_mode`` (``rac``); the mode stays ``sync``."""
 
     def _init_dataloader(self) -> None:
-        """verl's dataloaders; in the reward formulation with a paired training set (the ``pair_id`` column), the
-        training sampler is :class:`.sampler.PairSampler`, so a clean prompt and its corrupted copies share a batch."""
+        """verl's dataloaders; in the reward formulation with pairs, the training set gets its corrupted copies
+        (``corruption.source=generate``: :class:`.copies.CorruptedCopies`; ``dataset``: the ``pair_id`` column's
+        pairs) and the sampler :class:`.sampler.PairSampler`, so a clean prompt and its copies share a batch.
+
+        Raises:
+            ValueError: ``corruption.source=generate`` with a training set that has a ``pair_id`` column (it is
+                paired already).
+        """
         super()._init_dataloader()
-        columns = getattr(getattr(self.train_dataset, "dataframe", None), "column_names", None) or []
-        if self.formulation != "reward" or not self.rac.pairs or PAIR_COLUMNS[0] not in columns:
+        if self.formulation != "reward":
             return
+        if LEVEL_KEY in (getattr(getattr(self.val_dataset, "dataframe", None), "column_names", None) or []):
+            self.val_dataloader = _WithLevels(self.val_dataloader)
+        if not self.rac.pairs:
+            return
+        columns = getattr(getattr(self.train_dataset, "dataframe", None), "column_names", None) or []
+        if self.rac.source == "generate":
+            if PAIR_COLUMNS[0] in columns:
+                raise ValueError(
+                    f"rac.corruption.source=generate makes corrupted copies, but the training set has a "
+                    f"{PAIR_COLUMNS[0]} column (a paired dataset, e.g. from rac-corrupt pairs): set "
+                    "+rac.corruption.source=dataset to train on its pairs"
+                )
+            self.train_dataset = CorruptedCopies(self.train_dataset, self.rac.policy)
+            if not self.train_dataset.copies:
+                logger.warning("rac: no training prompt has an image: no corrupted copies, the ranking bonus only")
+            pair_ids = self.train_dataset.pair_ids
+        elif PAIR_COLUMNS[0] in columns:
+            pair_ids = list(self.train_dataset.dataframe[PAIR_COLUMNS[0]])
+        else:
+            return  # no pairs: verl's sampler (the bonuses step warns once)
         loader = self.train_dataloader
         if loader.batch_size != self.config.data.train_batch_size:
             logger.warning(
-                "rac: prompts are fetched %d at a time (data.gen_batch_size, filter_groups): refilled groups can "
-                "split a clean prompt from its corrupted copy across batches", loader.batch_size,
+                "rac: prompts are fetched %d at a time (data.gen_batch_size, filter_groups): a group that verl "
+                "filters out or refills can leave its clean or corrupted partner without the other in the batch",
+                loader.batch_size,
             )
         sampler = PairSampler(
-            list(self.train_dataset.dataframe[PAIR_COLUMNS[0]]), self.config.data.train_batch_size,
+            pair_ids, self.config.data.train_batch_size,
             shuffle=bool(self.config.data.shuffle), seed=int(self.config.data.get("seed") or 0),
         )
         self.train_dataloader = StatefulDataLoader(
             dataset=self.train_dataset, batch_size=loader.batch_size, num_workers=loader.num_workers, drop_last=True,
             collate_fn=loader.collate_fn, sampler=sampler,
         )
+        if len(self.train_dataset) != len(loader.dataset):
+            self._count_steps()
+
+    def _count_steps(self) -> None:
+        """verl's step counts (``steps_per_epoch``, ``total_training_steps`` unless the user set it, and the
+        optimisers' schedule length), as ``_init_dataloader`` computes them, for the training set with copies."""
+        config = self.config
+        self.steps_per_epoch = len(self.train_dataset) // config.data.train_batch_size
+        if config.trainer.total_training_steps is None:
+            self.total_training_steps = self.steps_per_epoch * config.trainer.total_epochs
+        optim_steps = self.total_training_steps * self.parameter_sync_step
+        with open_dict(config):
+            for node in ("actor_rollout_ref.actor.optim", "critic.optim"):
+                if OmegaConf.select(config, node):
+                    OmegaConf.select(config, node).total_training_steps = optim_steps
+        logger.info(
+            "rac: %d prompts per epoch with the corrupted copies: %d steps per epoch, %d training steps",
+            len(self.train_dataset), self.steps_per_epoch, self.total_training_steps,
+        )
+
+    def _fetch_one_gen_batch(self):
+        """verl's next prompts; in the reward formulation each row's ``extra_info["global_steps"]`` is the step
+        they are trained in (verl's counter, 1 at the first step): the paper reward's format warm-up reads it
+        (:mod:`.paper_reward`), and stock verl hands the reward function no step."""
+        batch = super()._fetch_one_gen_batch()
+        if self.formulation == "reward" and "extra_info" in batch.keys():
+            batch["extra_info"] = [{**(info or {}), "global_steps": self.global_steps} for info in batch["extra_info"]]
+        return batch
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs) -> dict:
         """verl's validation metrics; in the reward formulation also the calibration metrics per data source

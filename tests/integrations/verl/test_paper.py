@@ -26,7 +26,7 @@ def _trainer(*overrides: str) -> RACTrainer:
 def test_the_flag_alone_runs_the_papers_method_with_its_reward_and_verls_loss():
     trainer = _trainer()
     assert trainer.formulation == "reward"
-    assert trainer.rac == PaperSettings(source="dataset")  # the release's coefficients, pairs from the dataset
+    assert trainer.rac == PaperSettings()  # the release's coefficients, corrupted copies made on the fly
     config = trainer.config
     hook = OmegaConf.to_container(config.reward.custom_reward_function)
     assert hook == {
@@ -75,9 +75,9 @@ def test_the_reward_formulation_installs_no_rac_loss(monkeypatch):
         (["+rac.rank_coef=-1"], "rac.rank_coef: expected a finite number >= 0"),
         (["+rac.schema=maybe"], "rac.schema: expected true or false"),
         (["+rac.reward.format_warmup_steps=2.5"], "rac.reward.format_warmup_steps: expected an integer"),
-        (["+rac.corruption.source=generate"], "corruption.source=generate .* not implemented in the verl adapter"),
         (["+rac.corruption.source=elsewhere"], "rac.corruption.source: expected one of generate, dataset, off"),
-        (["+rac.corruption.fraction=0.5"], "rac.corruption.fraction configure corrupted copies made on the fly"),
+        (["+rac.corruption.fraction=1.5"], r"rac.corruption.fraction: expected a share in \[0, 1\]"),
+        (["+rac.corruption.names=[fgo]"], "rac.corruption: .*fgo"),
         (["reward.custom_reward_function.path=/my/reward.py", "+rac.reward.format_coef=0.1"],
          "rac.reward.format_coef configure the default reward function.*set its reward_kwargs"),
     ],
@@ -205,7 +205,7 @@ def _batches(mode: str, files: str, *overrides: str, steps: int = 12) -> list[li
 
 def test_every_clean_prompt_meets_its_corrupted_copy_in_its_batch_over_several_steps(tmp_path):
     files = _paired_parquet(tmp_path)
-    batches = _batches("rac", files)  # 3 epochs of 4 batches, shuffled
+    batches = _batches("rac", files, "+rac.corruption.source=dataset")  # 3 epochs of 4 batches, shuffled
     for batch in batches:
         assert batch == sorted((p, noisy) for p in {p for p, _ in batch} for noisy in (False, True))
     assert len({tuple(b) for b in batches}) > 4  # a fresh order of pairs every epoch
@@ -219,9 +219,11 @@ def test_the_pair_sampler_refuses_batches_that_would_split_a_pair():
 
     with pytest.raises(ValueError, match="data.train_batch_size=3 is not a multiple of the pair size"):
         PairSampler([0, 0, 1, 1], 3)
-    with pytest.raises(ValueError, match="pairs of 1 and 2 rows"):
-        PairSampler([0, 0, -1], 2)
+    with pytest.raises(ValueError, match="pairs of 2 and 3 rows"):
+        PairSampler([0, 0, 1, 1, 1], 2)
     assert list(PairSampler([1, 0, 1, 0], 2, shuffle=False)) == [0, 2, 1, 3]
+    # rows without pair come two at a time (never pushing a pair across a batch boundary); a lone one last
+    assert list(PairSampler([-1, 0, 0, -1, -1], 2, shuffle=False)) == [1, 2, 0, 3, 4]
 
 
 def test_validation_reports_the_calibration_metrics_per_data_source_beside_verls():
