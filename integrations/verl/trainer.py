@@ -6,12 +6,14 @@ run is a ``sync`` run in every code path verl selects by mode.
 Turn it on with ``trainer.v1.trainer_mode=rac``; knobs go under ``+rac.*``. ``+rac.formulation`` picks:
 
 - ``reward`` (the default, the paper's method; options :mod:`.paper`): the paper's per-sample reward is
-  the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), a paired
-  training set is sampled pair by pair (:mod:`.sampler`: a clean prompt and its copies in one batch), and
-  each step, after verl's rewards and before its advantage estimator, the ranking and corruption bonuses
-  are added to every response's reward at its last token (``rm_scores``, the field verl's advantage step
-  reads). The actor trains with verl's own loss; any estimator works. Validation adds the calibration
-  metrics per data source.
+  the default reward function, the response schema is appended to every prompt (:mod:`.dataset`), each
+  image prompt of the training set gets a corrupted copy (:mod:`.copies`; or a paired training set's rows
+  are the pairs), the training set is sampled pair by pair (:mod:`.sampler`: a clean prompt and its copy in
+  one batch), every prompt's ``extra_info`` carries the training step (the format warm-up), and each step,
+  after verl's rewards and before its advantage estimator, the ranking and corruption bonuses are added to
+  every response's reward at its last token (``rm_scores``, the field verl's advantage step reads). The
+  actor trains with verl's own loss; any estimator works. Validation adds the calibration metrics per data
+  source and corruption level.
 - ``loss`` (this package's differentiable losses; options :mod:`rac_losses.integrations.settings`): at
   construction it asks verl for per-token entropy when a ``neg_entropy`` confidence is used and routes
   rollouts through the twin agent loop (``rac_single_turn``) when corrupted twins are wanted. Each step,
@@ -295,8 +297,8 @@ class RACTrainer(PPOTrainerSync):
         return batch
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs) -> dict:
-        """verl's validation metrics; in the reward formulation also the calibration metrics per data source
-        (``val-rac/*``, :func:`.paper.validation_metrics`)."""
+        """verl's validation metrics; in the reward formulation also the calibration metrics per data source and
+        corruption level (``val-rac/*``, :func:`.paper.validation_metrics`)."""
         metrics = super()._val_metrics_update(
             data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs
         )

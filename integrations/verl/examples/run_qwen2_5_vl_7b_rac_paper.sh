@@ -13,15 +13,18 @@
 #
 # Left out of the release's command, because stock verl 0.9.1 has no such option: the rollout's
 # repetition_penalty 1.10 (verl's v1 agent loop samples with 1.0), data.max_model_len,
-# data.inject_confidence (here: +rac.schema, the default) and data.split_data_source_by_corruption (the
-# per-level validation split; this adapter does not report validation per corruption level yet).
+# data.inject_confidence (here: +rac.schema, the default) and data.split_data_source_by_corruption (here:
+# the rac trainer reports validation per data source and per corruption_level, val-rac/{source}@T0.4/...,
+# for validation files with a corruption_level column, as rac-corrupt testsets writes them).
 #
 # Usage: DATA_ROOT=/path/to/rac-data EXP=pair_main bash run_qwen2_5_vl_7b_rac_paper.sh [more Hydra overrides]
 #   DATA_ROOT: the release's data layout: train/train.parquet, train/train_pair_main.parquet (a paired set,
 #     as `rac-corrupt pairs` writes it: columns pair_id, is_noisy, corruption_level) and, for validation,
 #     <benchmark>_test_processed{,_T0.2,...,_T1.0}/test.parquet for the six benchmarks below.
-#   EXP: pair_main (ranking + corruption bonuses, the paper's main run), ranking (ranking bonus only, the
-#     unpaired set) or baseline (no bonus: the paper's reward alone).
+#   EXP: pair_main (ranking + corruption bonuses on the pre-built paired set, the paper's main run),
+#     pair_generated (the same bonuses, the corrupted copies made on the fly from the unpaired set: the
+#     paper's corruptions and 50/40/10 mix of levels, drawn per prompt instead of counted exactly),
+#     ranking (ranking bonus only, the unpaired set) or baseline (no bonus: the paper's reward alone).
 set -euo pipefail
 
 : "${DATA_ROOT:?set DATA_ROOT to the RAC data folder}"
@@ -30,10 +33,11 @@ EXP=${EXP:-pair_main}
 LOGGER=${LOGGER:-'["console"]'}
 
 case $EXP in
-    pair_main) TRAIN=train/train_pair_main.parquet; RANK=0.2; PAIR=0.3 ;;
-    ranking) TRAIN=train/train.parquet; RANK=0.2; PAIR=0.0 ;;
-    baseline) TRAIN=train/train.parquet; RANK=0.0; PAIR=0.0 ;;
-    *) echo "unknown EXP=$EXP (pair_main, ranking or baseline)" >&2; exit 2 ;;
+    pair_main) TRAIN=train/train_pair_main.parquet; RANK=0.2; PAIR=0.3; SOURCE=dataset ;;
+    pair_generated) TRAIN=train/train.parquet; RANK=0.2; PAIR=0.3; SOURCE=generate ;;
+    ranking) TRAIN=train/train.parquet; RANK=0.2; PAIR=0.0; SOURCE=off ;;
+    baseline) TRAIN=train/train.parquet; RANK=0.0; PAIR=0.0; SOURCE=off ;;
+    *) echo "unknown EXP=$EXP (pair_main, pair_generated, ranking or baseline)" >&2; exit 2 ;;
 esac
 
 # Validation: each benchmark clean and at the five corruption levels, as the paper evaluates.
@@ -48,9 +52,12 @@ VAL_FILES="[$(IFS=,; echo "${VAL[*]}")]"
 RAC_ARGS=(
     # The rac trainer mode (registered by the plugin at `import verl`): verl's sync v1 trainer. Its default
     # formulation is the paper's: the paper's reward is the reward function, the response schema is appended
-    # to every prompt, a paired set is sampled pair by pair (a clean prompt and its copy in one batch), and
-    # the ranking and corruption bonuses are added to each response's reward before the advantages.
+    # to every prompt, the training set is sampled pair by pair (a clean prompt and its corrupted copy in one
+    # batch), and the ranking and corruption bonuses are added to each response's reward before the advantages.
     trainer.v1.trainer_mode=rac
+    # Where the corrupted prompts come from: the paired set's rows (dataset), copies made on the fly from
+    # each image prompt (generate, the default), or none (off).
+    +rac.corruption.source=$SOURCE
     # Ranking bonus weight (the paper's 0.2): within a prompt's rollouts, a more accurate one should state
     # a higher confidence.
     +rac.rank_coef=$RANK

@@ -75,10 +75,11 @@ def test_the_engine_logger_and_extra_overrides_are_the_users(tmp_path, engine):
     assert config.trainer.total_epochs == 1  # the user's override comes last and wins
 
 
-@pytest.mark.parametrize(("exp", "rank", "pair", "train"), [
-    ("pair_main", 0.2, 0.3, "train_pair_main"), ("ranking", 0.2, 0.0, "train"), ("baseline", 0.0, 0.0, "train"),
+@pytest.mark.parametrize(("exp", "rank", "pair", "train", "source"), [
+    ("pair_main", 0.2, 0.3, "train_pair_main", "dataset"), ("pair_generated", 0.2, 0.3, "train", "generate"),
+    ("ranking", 0.2, 0.0, "train", "off"), ("baseline", 0.0, 0.0, "train", "off"),
 ])
-def test_the_papers_recipe_composes_and_runs_the_reward_formulation(tmp_path, exp, rank, pair, train):
+def test_the_papers_recipe_composes_and_runs_the_reward_formulation(tmp_path, exp, rank, pair, train, source):
     command = _command(tmp_path, script=PAPER_SCRIPT, DATA_ROOT=str(tmp_path / "rac"), EXP=exp)
     assert command[:2] == ["-m", "verl.trainer.main_ppo"]
     config = hydra_config.compose_ppo(*command[2:], base=())
@@ -90,6 +91,7 @@ def test_the_papers_recipe_composes_and_runs_the_reward_formulation(tmp_path, ex
     trainer = RACTrainer(config)
     assert trainer.formulation == "reward"
     assert (trainer.rac.rank_coef, trainer.rac.pair_coef, trainer.rac.tail_penalty_coef) == (rank, pair, 0.1)
+    assert trainer.rac.source == source
     hook = OmegaConf.to_container(config.reward.custom_reward_function)
     assert hook["path"] == "pkg://rac_losses.integrations.verl.paper_reward"
     assert hook["reward_kwargs"]["format_coef"] == 0.3 and hook["reward_kwargs"]["format_warmup_steps"] == 10
