@@ -13,7 +13,9 @@ estimator. :class:`PaperSettings` holds the options (OpenRLHF: ``--rac.NAME VALU
   ``is_multiple_choice`` overrides it per row): the options of :func:`~rac_losses.rewards.paper_reward`;
 - ``corruption.source``: ``generate`` (a corrupted copy of a prompt's images, made on the fly), ``dataset``
   (the dataset's own pairs: columns ``pair_id``, ``is_noisy``, ``corruption_level``) or ``off``;
-- ``corruption.fraction`` (1.0): the share of image prompts that get a generated copy;
+- ``corruption.fraction`` (1.0): the share of clean rollouts with a corrupted counterpart, drawn per image
+  prompt (a generated copy, whose k-th rollout is the counterpart of the prompt's k-th; the loss
+  formulation's option of that name has the same meaning, drawn per rollout);
 - ``corruption.names`` (the release's 8 with its own definitions, the ``paper`` preset of
   :mod:`rac_losses.corruption`), ``corruption.severities`` (1,2,3), ``corruption.weights``
   (0.5,0.4,0.1: the paper's mix of levels 0.2/0.4/0.6), ``corruption.seed`` (0).

@@ -9,7 +9,8 @@ Options:
     every :class:`~rac_losses.RACConfig` field (``rank_coef``, ``pair_coef``, ``rank_confidence``, ...);
     ``corruption.names``: corruption names (default: the 15 ImageNet-C corruptions);
     ``corruption.severities``: severities to draw from (default ``1..5``);
-    ``corruption.fraction``: share of rollouts that get a corrupted twin (default 0.5);
+    ``corruption.fraction``: share of clean rollouts with a corrupted counterpart, drawn per rollout (its
+    twin; default 0.5; the reward formulation's option of that name has the same meaning, drawn per prompt);
     ``corruption.seed``: seed of the per-rollout choice (default 0);
     ``refresh_partners``: rebuild the partner tables at the current parameters before every optimiser step
     after the first (default false: fixed before the update). Costs a no-grad forward over the whole batch

@@ -48,8 +48,8 @@ _HELP = {
     "corruption.names": "comma-separated corruptions for twins",
     "corruption.severities": "comma-separated severities to draw from (1..5)",
     "corruption.fraction": (
-        "share of rollouts that get a corrupted twin (a no-grad forward before the update, "
-        "a forward and backward per epoch)"
+        "share of clean rollouts with a corrupted counterpart, drawn per rollout: its twin (a no-grad forward "
+        "before the update, a forward and backward per epoch)"
     ),
     "corruption.seed": "seed of the per-rollout choice of twin and corruption",
     "refresh_partners": (
@@ -70,7 +70,10 @@ _PAPER_HELP = {
     "reward.tail_penalty_coef": "penalty for 128+ characters after </confidence>",
     "reward.multiple_choice": "questions have options (a dataset column is_multiple_choice overrides it per row)",
     "corruption.source": "generate (corrupted copies made on the fly), dataset (columns pair_id, is_noisy, corruption_level) or off",
-    "corruption.fraction": "share of image prompts that get a generated corrupted copy",
+    "corruption.fraction": (
+        "share of clean rollouts with a corrupted counterpart, drawn per image prompt: a generated copy, whose "
+        "k-th sample is the counterpart of the prompt's k-th"
+    ),
     "corruption.names": "comma-separated corruptions of the generated copies",
     "corruption.severities": "comma-separated severities (1..5; level = severity / 5)",
     "corruption.weights": "comma-separated weights of the severities",
