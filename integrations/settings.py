@@ -27,7 +27,7 @@ from typing import Any
 from rac_losses import RACConfig
 from rac_losses.corruption import CorruptionPolicy
 
-__all__ = ["OPTION_NAMES", "RACSettings"]
+__all__ = ["OPTION_NAMES", "RACSettings", "flatten_options"]
 
 _CORRUPTION_OPTIONS = ("names", "severities", "fraction", "seed")
 #: Every option name, dotted, in the order the adapters document them.
@@ -82,7 +82,7 @@ class RACSettings:
             ValueError: an unknown option (the message lists the valid ones), or a value the option cannot
                 take (the message names the option: ``rac.rank_coef: ...``).
         """
-        flat = _flatten(options or {}, "")
+        flat = flatten_options(options or {})
         unknown = sorted(set(flat) - set(OPTION_NAMES))
         if unknown:
             raise ValueError(f"unknown rac option(s) {', '.join(unknown)}; expected some of {', '.join(OPTION_NAMES)}")
@@ -118,14 +118,19 @@ class RACSettings:
         return out
 
 
-def _flatten(options: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def flatten_options(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as flat dotted names: ``{"corruption": {"seed": 1}} -> {"corruption.seed": 1}``.
+
+    Raises:
+        ValueError: ``options`` (or a nested value under ``prefix``) is not a mapping.
+    """
     if not isinstance(options, Mapping):
         raise ValueError(f"rac{'.' + prefix[:-1] if prefix else ''} must be a mapping of options, got {type(options).__name__}")
     flat: dict[str, Any] = {}
     for key, value in options.items():
         name = prefix + str(key)
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten_options(value, name + "."))
         else:
             flat[name] = value
     return flat

@@ -39,7 +39,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.config import omega_conf_to_dataclass
 
 from rac_losses.integrations.paper_settings import FORMULATIONS, PaperSettings
-from rac_losses.integrations.settings import RACSettings, _flatten
+from rac_losses.integrations.settings import RACSettings, flatten_options
 
 from .copies import CorruptedCopies
 from .dataset import DATASET_CLASS
@@ -71,7 +71,7 @@ def settings_from_config(config: DictConfig) -> RACSettings | PaperSettings:
             loss aggregation, or rollout importance weights / rejection sampling (see the messages).
     """
     node = config.get("rac")
-    options: Any = _flatten(OmegaConf.to_container(node, resolve=True) if node is not None else {}, "")
+    options: Any = flatten_options(OmegaConf.to_container(node, resolve=True) if node is not None else {})
     formulation = str(options.pop("formulation", FORMULATIONS[0]))
     if formulation not in FORMULATIONS:
         raise ValueError(f"rac.formulation: expected one of {', '.join(FORMULATIONS)}, got {formulation!r}")
