@@ -53,12 +53,18 @@ class CorruptedCopies(Dataset):
         copies: how many corrupted copies one pass adds.
 
     Raises:
-        ValueError: the images column is of a type that holds no images, or a row's cell is malformed
-            (the row named).
+        ValueError: ``dataset`` is not verl's kind; its images column is of a type that holds no images, or a
+            row's cell is malformed (the row named).
     """
 
     def __init__(self, dataset: Any, policy: CorruptionPolicy) -> None:
         self.dataset, self.policy = dataset, policy
+        if not all(hasattr(dataset, a) for a in ("dataframe", "image_key", "prompt_key")):
+            raise ValueError(
+                f"rac.corruption.source=generate needs verl's RLHFDataset or a subclass (a dataframe, image_key and "
+                f"prompt_key); the training set is a {type(dataset).__name__}: build a paired set with rac-corrupt pairs "
+                "and set +rac.corruption.source=dataset"
+            )
         frame = dataset.dataframe
         names = frame.column_names
         column = dataset.image_key if dataset.image_key in names else dataset.prompt_key
