@@ -237,3 +237,10 @@ def test_validation_reports_each_corruption_level(tmp_path):
     got = trainer._val_metrics_update(sources, [str(i) for i in range(8)], clean_only, [1] * 8)
     assert not any("@" in k for k in got if k.startswith("val-rac/")) and "val-rac/a/ece" in got
     assert all(type(v) is float for k, v in got.items() if k.startswith("val-rac/"))  # what loggers take
+
+
+def test_copies_need_verls_kind_of_dataset():
+    from rac_losses.integrations.verl.copies import CorruptedCopies
+
+    with pytest.raises(ValueError, match=r"needs verl's RLHFDataset .* the training set is a list"):
+        CorruptedCopies(list(range(4)), CorruptionPolicy.paper())
