@@ -32,8 +32,8 @@ class PairSampler(Sampler[int]):
         pair_ids: ``N`` ints, the dataset's ``pair_id`` column; a negative id is a row without pair.
         batch_size: the dataloader's batch size (``data.train_batch_size``).
         shuffle: shuffle the order of pairs and of the rows without pair (a fresh order every epoch, from
-            ``seed`` and the epoch number); the rows of a pair keep the dataset's order (clean first, as
-            ``rac-corrupt pairs`` writes them).
+            ``seed`` and the epoch number); else the dataset's order (by each unit's first row). The rows of
+            a pair keep the dataset's order (clean first, as ``rac-corrupt pairs`` writes them).
         seed: the shuffle's seed.
 
     Rows without pair are emitted ``pair size`` at a time, so they never push a pair across a batch
@@ -77,7 +77,9 @@ class PairSampler(Sampler[int]):
         runs = [singles[i : i + size] for i in range(0, len(singles), size)]
         whole = [r for r in runs if len(r) == size]
         units: list[list[int]] = pairs + whole
-        if self.shuffle and whole and pairs:
+        if not self.shuffle:
+            units.sort(key=lambda unit: unit[0])  # the dataset's order
+        elif whole and pairs:
             units = [units[i] for i in torch.randperm(len(units), generator=generator).tolist()]
         out = [row for unit in units for row in unit]
         if runs and len(runs[-1]) < size:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from verl.trainer.ppo.reward import get_custom_reward_fn
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
@@ -223,7 +225,7 @@ def test_the_pair_sampler_refuses_batches_that_would_split_a_pair():
         PairSampler([0, 0, 1, 1, 1], 2)
     assert list(PairSampler([1, 0, 1, 0], 2, shuffle=False)) == [0, 2, 1, 3]
     # rows without pair come two at a time (never pushing a pair across a batch boundary); a lone one last
-    assert list(PairSampler([-1, 0, 0, -1, -1], 2, shuffle=False)) == [1, 2, 0, 3, 4]
+    assert list(PairSampler([-1, 0, 0, -1, -1], 2, shuffle=False)) == [0, 3, 1, 2, 4]
 
 
 def test_validation_reports_the_calibration_metrics_per_data_source_beside_verls():
@@ -247,3 +249,35 @@ def test_validation_reports_the_calibration_metrics_per_data_source_beside_verls
     assert "val-rac/mmmu_T0.4/auroc" not in got  # one outcome among its stated confidences: undefined
     assert not any(k.startswith("val-rac") for k in _trainer("+rac.formulation=loss")._val_metrics_update(
         sources, [f"u{i}" for i in range(6)], infos, [1] * 6))
+
+
+@given(
+    units=st.lists(st.sampled_from(["pair", "single"]), min_size=1, max_size=30),
+    batch_pairs=st.integers(1, 4), seed=st.integers(0, 2**16), epoch=st.integers(0, 3), cut=st.integers(0, 60),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_pair_sampler_emits_every_row_once_keeps_pairs_in_batches_and_resumes_anywhere(
+    units, batch_pairs, seed, epoch, cut
+):
+    from rac_losses.integrations.verl.sampler import PairSampler
+
+    ids = []
+    for k, unit in enumerate(units):  # pairs' rows apart in the dataset, as a paired file may order them
+        ids += [k] if unit == "single" else [100 + k]
+    ids += [100 + k for k, unit in enumerate(units) if unit == "pair"]
+    ids = [-1 if i < 100 else i for i in ids]
+    batch = 2 * batch_pairs
+    sampler = PairSampler(ids, batch, seed=seed)
+    order = sampler.order(epoch)
+    assert sorted(order) == list(range(len(ids)))  # a permutation of the rows
+    for start in range(0, len(order) - batch + 1, batch):  # every whole batch holds whole pairs
+        pairs = [ids[r] for r in order[start : start + batch] if ids[r] >= 0]
+        assert all(pairs.count(p) == 2 for p in pairs)
+    # an iterator restored from any position continues exactly where the first one was
+    first = iter(sampler)
+    for _ in range(min(cut, len(ids))):
+        next(first)
+    state = first.state_dict()
+    restored = iter(PairSampler(ids, batch, seed=seed))
+    restored.load_state_dict(state)
+    assert list(restored) == list(first)
