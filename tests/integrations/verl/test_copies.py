@@ -244,3 +244,28 @@ def test_copies_need_verls_kind_of_dataset():
 
     with pytest.raises(ValueError, match=r"needs verl's RLHFDataset .* the training set is a list"):
         CorruptedCopies(list(range(4)), CorruptionPolicy.paper())
+
+
+def test_copies_follow_verls_filtered_rows(tmp_path):
+    """verl's length filter (``data.filter_overlong_prompts``) leaves the dataframe with an index mapping: the
+    copies' images must come from the rows that remain."""
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from rac_losses.integrations.verl.copies import CorruptedCopies
+
+    files, images = _image_parquet(tmp_path)
+    trainer = _trainer(files)
+    dataset = create_rl_dataset(files, trainer.config.data, trainer.tokenizer, trainer.processor)
+    dataset.dataframe = dataset.dataframe.filter(lambda row: row["extra_info"]["index"] not in (0, 3))  # as verl filters
+    copies = CorruptedCopies(dataset, CorruptionPolicy.paper())
+    kept = [i for i in range(len(KINDS)) if i not in (0, 3)]
+    assert copies.copies == sum(KINDS[i] == "I" for i in kept)
+    for index in range(len(copies)):
+        item = copies[index]
+        source = item["extra_info"]["index"]  # the row of the original file
+        assert source in kept
+        if item["is_noisy"]:
+            name, severity, seed = CorruptionPolicy.paper().choose(image_key([images[source]]))
+            want = corrupt(Image.open(io.BytesIO(images[source])), name, severity, seed=seed)
+            assert np.array_equal(_image_of(item["raw_prompt"]), np.asarray(want.convert("RGB")))
+            assert item["pair_id"] == kept.index(source)  # the row of the filtered dataset
