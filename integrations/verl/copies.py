@@ -45,6 +45,7 @@ class CorruptedCopies(Dataset):
         dataset: verl's ``RLHFDataset`` (or a subclass): its ``dataframe`` (a ``datasets.Dataset``), ``image_key``,
             ``prompt_key``, and rows with ``raw_prompt`` chat messages whose image items are in the order of
             the row's images (verl's ``<image>`` placeholders) or name them (image items in the messages).
+            Relative image paths are read from the working directory, where verl's image loading reads them.
         policy: which prompts get a copy (``fraction``, keyed by the images) and each copy's corruption.
 
     Attributes:
@@ -73,6 +74,7 @@ class CorruptedCopies(Dataset):
         except DatasetError as e:
             raise ValueError(f"rac.corruption.source=generate: {e}") from None
         self._cells = frame.select_columns(list(self.layout.columns)).with_format("arrow")
+        logger.info("rac: choosing the corrupted copies of %d training prompts", len(frame))
         start = time.perf_counter()
         self._items: list[tuple[int, bool]] = []
         self.pair_ids: list[int] = []
