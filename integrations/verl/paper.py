@@ -214,6 +214,7 @@ def shape_scores(
     Returns:
         ``(shaped, metrics)``: ``shaped`` like ``scores`` (same dtype), ``metrics`` floats keyed ``rac/...``:
         :func:`rac_losses.rac_bonus`'s, ``pair/clean_prompts``, ``pair/corrupted_prompts``,
+        ``pair/unmatched_prompts`` (prompts of a pair whose other side is not in the batch),
         ``bonus/ranking_mean``, ``bonus/corruption_mean``, ``clean|corrupted/confidence_mean``,
         ``reward_mean``, ``shaped_reward_mean`` and :func:`~rac_losses.metrics.calibration_summary` of the
         clean rows (``calibration/*``) and of the corrupted ones (``corrupted/calibration/*``); padding rows
@@ -247,6 +248,11 @@ def shape_scores(
         clean_paired = valid & (rows.pair >= 0) & ~corrupted
         metrics["rac/pair/clean_prompts"] = float(rows.group[clean_paired].unique().numel())
         metrics["rac/pair/corrupted_prompts"] = float(rows.group[corrupted].unique().numel())
+        clean_pairs, corrupted_pairs = set(rows.pair[clean_paired].tolist()), set(rows.pair[corrupted].tolist())
+        unmatched = clean_pairs ^ corrupted_pairs  # a pair id with only its clean or only its corrupted side here
+        metrics["rac/pair/unmatched_prompts"] = float(
+            rows.group[(clean_paired | corrupted) & torch.isin(rows.pair, torch.tensor(sorted(unmatched), dtype=torch.long))].unique().numel()
+        )
     metrics["rac/bonus/ranking_mean"] = float(ranking[valid].mean()) if bool(valid.any()) else 0.0
     metrics["rac/bonus/corruption_mean"] = float(corruption[valid].mean()) if bool(valid.any()) else 0.0
     has = valid & (rows.confidence >= 0)

@@ -256,7 +256,8 @@ class RACTrainer(PPOTrainerSync):
         if loader.batch_size != self.config.data.train_batch_size:
             logger.warning(
                 "rac: prompts are fetched %d at a time (data.gen_batch_size, filter_groups): a group that verl "
-                "filters out or refills can leave its clean or corrupted partner without the other in the batch",
+                "filters out or refills can leave its clean or corrupted partner without the other in the batch "
+                "(counted in rac/pair/unmatched_prompts)",
                 loader.batch_size,
             )
         sampler = PairSampler(

@@ -281,3 +281,15 @@ def test_the_pair_sampler_emits_every_row_once_keeps_pairs_in_batches_and_resume
     restored = iter(PairSampler(ids, batch, seed=seed))
     restored.load_state_dict(state)
     assert list(restored) == list(first)
+
+
+def test_prompts_whose_partner_is_missing_from_the_batch_are_counted():
+    extras = [_info(0.6, 1.0), _info(0.3, 0.0)] * 3
+    uid, session = ["c", "c", "n", "n", "alone", "alone"], [0, 1] * 3
+    columns = {"pair_id": [1, 1, 1, 1, 2, 2], "is_noisy": [False, False, True, True, False, False],
+               "corruption_level": [0.0, 0.0, 0.4, 0.4, 0.0, 0.0]}
+    rows = paper_rows(uid, session, extras, [False] * 6, columns)
+    _, metrics = shape_scores(torch.zeros(6, 2), torch.full((6,), 2), rows, PaperSettings())
+    assert metrics["rac/pair/unmatched_prompts"] == 1 and metrics["rac/pair/clean_prompts"] == 2
+    whole = paper_rows(uid[:4], session[:4], extras[:4], [False] * 4, {k: v[:4] for k, v in columns.items()})
+    assert shape_scores(torch.zeros(4, 2), torch.full((4,), 2), whole, PaperSettings())[1]["rac/pair/unmatched_prompts"] == 0

@@ -265,6 +265,7 @@ def test_the_paper_bonuses_shape_the_rewards_before_verls_own_advantages(transfe
     if pairs:
         assert metrics["rac/pair/count"] == len(counted) > 0
         assert metrics["rac/pair/clean_prompts"] == 2 and metrics["rac/pair/corrupted_prompts"] == 1
+        assert metrics["rac/pair/unmatched_prompts"] == 1  # "alone": its copy is not in this batch
     else:
         assert metrics["rac/pair/count"] == 0 and "rac/pair/clean_prompts" not in metrics
     assert "rac/calibration/ece" in metrics and "rac/calibration/rank_violation_rate" in metrics
