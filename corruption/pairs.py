@@ -64,7 +64,8 @@ from .policy import CorruptionPolicy
 from .presets import PAPER_MIX, resolve_names
 
 __all__ = [
-    "ImageLayout", "detect_layout", "column_layout", "row_images", "row_image_count", "build_pairs", "build_testsets", "parse_mix", "mix_counts", "level_tag", "image_key",
+    "ImageLayout", "detect_layout", "column_layout", "row_images", "row_image_count", "build_pairs",
+    "build_testsets", "parse_mix", "mix_counts", "level_tag", "image_key",
     "PAIR_FIELDS", "TEST_FIELDS", "MANIFEST", "MESSAGE_COLUMNS",
 ]
 

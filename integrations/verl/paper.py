@@ -43,9 +43,9 @@ __all__ = [
     "PAIR_COLUMNS",
     "REWARD_FUNCTION",
     "PaperRows",
+    "level_name",
     "paper_rows",
     "paper_settings",
-    "level_name",
     "shape_scores",
     "validation_metrics",
 ]
@@ -59,6 +59,7 @@ CONFIDENCE_KEY = "confidence"
 CORRECT_KEYS = ("reward_acc", "acc")
 #: The ``extra_info`` and ``reward_extra_info`` key of a validation row's corruption level.
 LEVEL_KEY = "corruption_level"
+
 
 def paper_settings(options: Mapping[str, Any], *, own_reward_function: bool) -> PaperSettings:
     """The run's :class:`PaperSettings` from the flat dotted ``rac`` options (``formulation`` removed).
@@ -250,9 +251,8 @@ def shape_scores(
         metrics["rac/pair/corrupted_prompts"] = float(rows.group[corrupted].unique().numel())
         clean_pairs, corrupted_pairs = set(rows.pair[clean_paired].tolist()), set(rows.pair[corrupted].tolist())
         unmatched = clean_pairs ^ corrupted_pairs  # a pair id with only its clean or only its corrupted side here
-        metrics["rac/pair/unmatched_prompts"] = float(
-            rows.group[(clean_paired | corrupted) & torch.isin(rows.pair, torch.tensor(sorted(unmatched), dtype=torch.long))].unique().numel()
-        )
+        alone = (clean_paired | corrupted) & torch.isin(rows.pair, torch.tensor(sorted(unmatched), dtype=torch.long))
+        metrics["rac/pair/unmatched_prompts"] = float(rows.group[alone].unique().numel())
     metrics["rac/bonus/ranking_mean"] = float(ranking[valid].mean()) if bool(valid.any()) else 0.0
     metrics["rac/bonus/corruption_mean"] = float(corruption[valid].mean()) if bool(valid.any()) else 0.0
     has = valid & (rows.confidence >= 0)
