@@ -70,7 +70,9 @@ class CorruptedCopies(Dataset):
         names = frame.column_names
         column = dataset.image_key if dataset.image_key in names else dataset.prompt_key
         try:
-            self.layout = column_layout(frame.data.schema, column, os.getcwd(), where=_WHERE)
+            self.layout = column_layout(  # a prompt column holds messages, never image paths
+                frame.data.schema, column, os.getcwd(), json_messages=column == dataset.prompt_key, where=_WHERE
+            )
         except DatasetError as e:
             raise ValueError(f"rac.corruption.source=generate: {e}") from None
         self._cells = frame.select_columns(list(self.layout.columns)).with_format("arrow")
