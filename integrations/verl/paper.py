@@ -151,7 +151,8 @@ def paper_rows(
         extra_fields: ``N`` agent-loop ``extra_fields`` dicts with verl's ``reward_extra_info`` (the reward
             function's dict).
         padding: ``N`` flags, true for verl's synthetic padding rows (copies of a real row: read nothing).
-        pair_columns: ``pair_id``, ``is_noisy`` and ``corruption_level`` per row, or ``None``.
+        pair_columns: ``pair_id``, ``is_noisy`` and ``corruption_level`` per row (``None`` values: a row without
+            pair), or ``None``.
 
     Raises:
         KeyError: a real row's ``reward_extra_info`` lacks ``confidence``, or both ``reward_acc`` and ``acc``.
@@ -170,9 +171,10 @@ def paper_rows(
     order = np.lexsort((np.asarray([int(s) for s in session]), first[group]))
     pair = level = None
     if pair_columns is not None:
-        pair = torch.tensor([int(p) for p in pair_columns["pair_id"]], dtype=torch.long)
+        # None: a row of a file without the columns, concatenated with a paired one (verl fills them with None)
+        pair = torch.tensor([-1 if p is None else int(p) for p in pair_columns["pair_id"]], dtype=torch.long)
         noisy = torch.tensor([bool(x) for x in pair_columns["is_noisy"]], dtype=torch.bool)
-        stated = torch.tensor([float(x) for x in pair_columns["corruption_level"]], dtype=torch.float64)
+        stated = torch.tensor([float(x or 0.0) for x in pair_columns["corruption_level"]], dtype=torch.float64)
         if bool((noisy & (stated <= 0) & valid).any()) or bool((~noisy & (stated != 0) & valid).any()):
             raise ValueError(
                 "the dataset's corruption_level must be > 0 on rows with is_noisy=true and 0 on the others "

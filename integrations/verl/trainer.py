@@ -249,7 +249,8 @@ class RACTrainer(PPOTrainerSync):
                 logger.warning("rac: no training prompt has an image: no corrupted copies, the ranking bonus only")
             pair_ids = self.train_dataset.pair_ids
         elif PAIR_COLUMNS[0] in columns:
-            pair_ids = list(self.train_dataset.dataframe[PAIR_COLUMNS[0]])
+            # None: rows of a file without the column, concatenated with a paired one
+            pair_ids = [-1 if p is None else p for p in self.train_dataset.dataframe[PAIR_COLUMNS[0]]]
         else:
             return  # no pairs: verl's sampler (the bonuses step warns once)
         loader = self.train_dataloader

@@ -293,3 +293,31 @@ def test_prompts_whose_partner_is_missing_from_the_batch_are_counted():
     assert metrics["rac/pair/unmatched_prompts"] == 1 and metrics["rac/pair/clean_prompts"] == 2
     whole = paper_rows(uid[:4], session[:4], extras[:4], [False] * 4, {k: v[:4] for k, v in columns.items()})
     assert shape_scores(torch.zeros(4, 2), torch.full((4,), 2), whole, PaperSettings())[1]["rac/pair/unmatched_prompts"] == 0
+
+
+def test_a_paired_file_beside_an_unpaired_one_keeps_its_pairs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paired = _paired_parquet(tmp_path, pairs=4)  # 8 rows
+    table = pa.table({"prompt": [[{"role": "user", "content": f"plain {i}"}] for i in range(4)],
+                      "data_source": ["x"] * 4, "reward_model": [{"ground_truth": "a"}] * 4})
+    pq.write_table(table, tmp_path / "plain.parquet")
+    files = f"[{paired},{tmp_path / 'plain.parquet'}]"  # verl fills the missing pair columns with None
+    config = hydra_config.compose_ppo(
+        "trainer.v1.trainer_mode=rac", f"data.train_files={files}", f"data.val_files={paired}",
+        "data.train_batch_size=4", "data.filter_overlong_prompts=false", "data.dataloader_num_workers=0",
+        "+rac.corruption.source=dataset",
+    )
+    trainer = get_trainer_cls("rac")(config)
+    trainer.tokenizer = trainer.processor = None
+    trainer._init_dataloader()
+    seen = []
+    for batch in trainer.train_dataloader:  # one epoch: 12 rows, 3 batches
+        pairs = [p for p in batch["pair_id"] if p is not None]
+        assert all(pairs.count(p) == 2 for p in pairs)
+        seen += list(batch["pair_id"])
+    assert len(seen) == 12 and seen.count(None) == 4
+    rows = paper_rows(["a", "b"], [0, 0], [_info(0.5, 1.0)] * 2, [False] * 2,
+                      {"pair_id": [3, None], "is_noisy": [False, None], "corruption_level": [0.0, None]})
+    assert rows.pair.tolist() == [3, -1] and rows.level.tolist() == [0.0, 0.0]
